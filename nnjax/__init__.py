@@ -1,0 +1,1 @@
+"""nnjax: the mathematics of neural networks as pure, jit-compiled JAX functions."""
