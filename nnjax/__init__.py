@@ -1,1 +1,112 @@
-"""nnjax: the mathematics of neural networks as pure, jit-compiled JAX functions."""
+"""nnjax: the mathematics of neural networks as pure, jit-compiled JAX functions.
+
+Every formula of the spec (forward pass, activations, losses, backpropagation, initialization,
+optimizers, regularization) is a pure function over arrays and parameter pytrees, with its
+derivative written by hand and proven against ``jax.grad``, ``jax.jvp`` and finite differences
+(``nnjax.gradcheck``).
+
+Shape convention, used everywhere: data is batch-first ``(batch, features)``; a layer's weight
+matrix ``W`` is ``(n_out, n_in)`` and its bias ``b`` is ``(n_out,)``, as in the spec and PyTorch's
+``Linear``; ``z = x @ W.T + b``. A network's parameters are a list of ``{"W", "b"}`` dicts.
+Randomness comes only from explicit ``jax.random`` keys.
+"""
+
+from nnjax import gradcheck
+from nnjax.activations import (
+    ACTIVATIONS,
+    identity,
+    identity_derivative,
+    relu,
+    relu_derivative,
+    sigmoid,
+    sigmoid_derivative,
+    softmax,
+    tanh,
+    tanh_derivative,
+)
+from nnjax.initializers import INITIALIZERS, he_init, xavier_init, xavier_uniform_init
+from nnjax.losses import (
+    binary_cross_entropy,
+    binary_cross_entropy_derivative,
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_derivative,
+    mse_derivative,
+    mse_loss,
+    softmax_cross_entropy,
+    softmax_cross_entropy_derivative,
+)
+from nnjax.network import (
+    LOSSES,
+    backward_pass,
+    forward_neuron,
+    forward_pass,
+    init_network,
+    network_loss,
+    predict,
+)
+from nnjax.optimizers import (
+    OPTIMIZERS,
+    AdamState,
+    MomentumState,
+    SgdState,
+    adam,
+    classical_momentum,
+    momentum,
+    sgd,
+)
+from nnjax.regularization import (
+    add_l2_penalty,
+    dropout_backward,
+    dropout_forward,
+    l2_regularization,
+    l2_regularization_gradient,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "INITIALIZERS",
+    "LOSSES",
+    "OPTIMIZERS",
+    "AdamState",
+    "MomentumState",
+    "SgdState",
+    "__version__",
+    "adam",
+    "add_l2_penalty",
+    "backward_pass",
+    "binary_cross_entropy",
+    "binary_cross_entropy_derivative",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_derivative",
+    "classical_momentum",
+    "dropout_backward",
+    "dropout_forward",
+    "forward_neuron",
+    "forward_pass",
+    "gradcheck",
+    "he_init",
+    "identity",
+    "identity_derivative",
+    "init_network",
+    "l2_regularization",
+    "l2_regularization_gradient",
+    "momentum",
+    "mse_derivative",
+    "mse_loss",
+    "network_loss",
+    "predict",
+    "relu",
+    "relu_derivative",
+    "sgd",
+    "sigmoid",
+    "sigmoid_derivative",
+    "softmax",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_derivative",
+    "tanh",
+    "tanh_derivative",
+    "xavier_init",
+    "xavier_uniform_init",
+]

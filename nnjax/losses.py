@@ -1,0 +1,184 @@
+r"""Loss functions and their hand-written derivatives.
+
+Every loss takes the target first, as the spec does (``loss(y_true, y_pred)``), returns a scalar
+mean over the batch, and has a ``*_derivative`` with the same arguments that returns
+:math:`\partial L / \partial \hat{y}` (or :math:`\partial L / \partial z` for the losses on logits)
+with the shape of the prediction.
+
+Shapes must match exactly; nnjax never broadcasts a target against a prediction. Note that the
+argument order is the spec's, the reverse of optax's ``loss(predictions, targets)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnjax import _validation
+from nnjax.activations import sigmoid, softmax
+
+
+def _check_pair(
+    y_true: jax.Array, y_pred: jax.Array, pred_name: str = "y_pred"
+) -> tuple[jax.Array, jax.Array]:
+    y_true = jnp.asarray(y_true)
+    y_pred = _validation.check_float_array(pred_name, y_pred)
+    _validation.check_same_shape("y_true", y_true, pred_name, y_pred)
+    return y_true.astype(y_pred.dtype), y_pred
+
+
+def mse_loss(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
+    r"""Mean squared error :math:`L = \frac{1}{n}\sum_{i=1}^n (y_i - \hat{y}_i)^2`.
+
+    Args:
+      y_true: targets, any shape, e.g. ``(batch, outputs)``.
+      y_pred: predictions, the same shape.
+
+    Returns:
+      The mean over all ``n = y_pred.size`` elements (``optax.squared_error(...).mean()``).
+    """
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    return jnp.mean((y_true - y_pred) ** 2)
+
+
+def mse_derivative(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
+    r"""Derivative of ``mse_loss``, shape of ``y_pred``.
+
+    :math:`\frac{\partial L}{\partial \hat{y}_i} = -\frac{2}{n}(y_i - \hat{y}_i)`.
+
+    ``n`` is the number of elements averaged by ``mse_loss``. The spec divides by
+    ``len(y_true)``, the batch size, which is the derivative of the mean only for one output per
+    sample; with ``(batch, k)`` outputs it is ``k`` times too large.
+    """
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    return -2 * (y_true - y_pred) / y_pred.size
+
+
+def _bce_epsilon(dtype: jnp.dtype, epsilon: float | None) -> float:
+    if epsilon is None:
+        return 1e-15 if jnp.finfo(dtype).bits >= 64 else 1e-7
+    _validation.check_in_range("epsilon", epsilon, low=0.0, high=0.5, low_inclusive=False)
+    return epsilon
+
+
+def binary_cross_entropy(
+    y_true: jax.Array, y_pred: jax.Array, epsilon: float | None = None
+) -> jax.Array:
+    r"""Binary cross-entropy on probabilities, clipped as in the spec.
+
+    :math:`L = -\frac{1}{n}\sum_{i=1}^n [y_i\log(\hat{y}_i) + (1-y_i)\log(1-\hat{y}_i)]`
+    with :math:`\hat{y}` clipped to :math:`[\epsilon, 1-\epsilon]` to prevent :math:`\log(0)`.
+
+    Args:
+      y_true: targets in [0, 1], any shape.
+      y_pred: predicted probabilities, the same shape.
+      epsilon: the clip. The spec's 1e-15 is the default in float64; in float32
+        ``1 - 1e-15 == 1`` and ``log(0)`` would return, so the float32 default is 1e-7.
+
+    The clip has a flat gradient: a confident wrong prediction outside the clip gets no gradient
+    at all. Train on logits with ``binary_cross_entropy_with_logits`` instead.
+    """
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    eps = _bce_epsilon(y_pred.dtype, epsilon)
+    p = jnp.clip(y_pred, eps, 1 - eps)
+    return -jnp.mean(y_true * jnp.log(p) + (1 - y_true) * jnp.log(1 - p))
+
+
+def binary_cross_entropy_derivative(
+    y_true: jax.Array, y_pred: jax.Array, epsilon: float | None = None
+) -> jax.Array:
+    r"""Derivative of ``binary_cross_entropy`` with respect to the probabilities.
+
+    :math:`\frac{\partial L}{\partial \hat{y}_i}
+    = \frac{1}{n}\left(-\frac{y_i}{\hat{y}_i} + \frac{1-y_i}{1-\hat{y}_i}\right)`,
+    shape of ``y_pred``.
+
+    The spec's formula, divided by ``n = y_pred.size`` because the loss is a mean, and 0 where
+    the clip is active (the derivative of the clipped loss). At exactly ``epsilon`` or
+    ``1 - epsilon`` the loss has a kink and no derivative.
+    """
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    eps = _bce_epsilon(y_pred.dtype, epsilon)
+    inside = (y_pred > eps) & (y_pred < 1 - eps)
+    p = jnp.clip(y_pred, eps, 1 - eps)
+    grad = (-y_true / p + (1 - y_true) / (1 - p)) / y_pred.size
+    return jnp.where(inside, grad, jnp.zeros_like(grad))
+
+
+def binary_cross_entropy_with_logits(y_true: jax.Array, logits: jax.Array) -> jax.Array:
+    r"""Binary cross-entropy of :math:`\hat{y} = \sigma(z)`, computed from the logits :math:`z`.
+
+    :math:`L = \frac{1}{n}\sum_i [\log(1 + e^{z_i}) - y_i z_i]`, the log-sigmoid form of
+    :math:`-[y\log\sigma(z) + (1-y)\log(1-\sigma(z))]`, with :math:`\log(1 + e^z)` computed as
+    ``jax.nn.softplus`` (no overflow; its autodiff derivative is exactly :math:`\sigma(z)`, also at
+    :math:`z = 0`, where the ``max(z, 0) + log1p(exp(-|z|))`` form's is not). Exact for any finite
+    logit, with no clip and so no dead gradient (at logit 40, label 0, the gradient is 1, where the clipped
+    loss on probabilities gives 0). Equals ``optax.sigmoid_binary_cross_entropy(z, y).mean()``.
+
+    Args:
+      y_true: targets in [0, 1], any shape, e.g. ``(batch, 1)``.
+      logits: pre-sigmoid outputs, the same shape.
+    """
+    y_true, logits = _check_pair(y_true, logits, "logits")
+    return jnp.mean(jax.nn.softplus(logits) - y_true * logits)
+
+
+def binary_cross_entropy_with_logits_derivative(y_true: jax.Array, logits: jax.Array) -> jax.Array:
+    r"""Derivative of ``binary_cross_entropy_with_logits`` with respect to the logits.
+
+    :math:`\frac{\partial L}{\partial z_i} = \frac{1}{n}(\sigma(z_i) - y_i)`, shape of ``logits``.
+    """
+    y_true, logits = _check_pair(y_true, logits, "logits")
+    return (sigmoid(logits) - y_true) / logits.size
+
+
+def _one_hot_targets(y_true: jax.Array, logits: jax.Array) -> jax.Array:
+    """Integer labels ``(batch,)`` become one-hot ``(batch, classes)``; one-hot passes through."""
+    logits = _validation.check_float_array("logits", logits)
+    if logits.ndim < 1:
+        raise ValueError(f"logits must have shape (batch, classes), got shape {logits.shape}")
+    y_true = jnp.asarray(y_true)
+    num_classes = logits.shape[-1]
+    if jnp.issubdtype(y_true.dtype, jnp.integer):
+        if y_true.shape != logits.shape[:-1]:
+            raise ValueError(
+                f"integer labels must have shape {logits.shape[:-1]} for logits of shape "
+                f"{logits.shape}, got shape {y_true.shape}"
+            )
+        if not isinstance(y_true, jax.core.Tracer) and y_true.size:
+            values = np.asarray(y_true)  # concrete: checked on the host, never staged
+            low, high = int(values.min()), int(values.max())
+            if low < 0 or high >= num_classes:
+                raise ValueError(
+                    f"integer labels must lie in [0, {num_classes}), got values in [{low}, {high}]"
+                )
+        return jax.nn.one_hot(y_true, num_classes, dtype=logits.dtype)
+    _validation.check_same_shape("one-hot y_true", y_true, "logits", logits)
+    return y_true.astype(logits.dtype)
+
+
+def softmax_cross_entropy(y_true: jax.Array, logits: jax.Array) -> jax.Array:
+    r"""Cross-entropy of :math:`\hat{y} = \text{softmax}(z)`, computed from the logits :math:`z`.
+
+    :math:`L = -\frac{1}{B}\sum_{b=1}^B \sum_k y_{bk} \log \text{softmax}(z_b)_k`, with the
+    log-sum-exp taken stably. Equals optax's ``softmax_cross_entropy(z, y).mean()`` (one-hot) and
+    ``softmax_cross_entropy_with_integer_labels(z, y).mean()`` (integer labels).
+
+    Args:
+      y_true: integer class labels of shape ``(batch,)``, or one-hot (or any probability)
+        targets of shape ``(batch, classes)``.
+      logits: pre-softmax outputs of shape ``(batch, classes)``.
+    """
+    targets = _one_hot_targets(y_true, logits)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.sum(targets * log_probs) / (targets.size // targets.shape[-1])
+
+
+def softmax_cross_entropy_derivative(y_true: jax.Array, logits: jax.Array) -> jax.Array:
+    r""":math:`\frac{\partial L}{\partial z_{bk}} = \frac{1}{B}(\text{softmax}(z_b)_k - y_{bk})`.
+
+    Holds for targets whose rows sum to 1 (integer labels, one-hot rows). Shape of ``logits``.
+    """
+    targets = _one_hot_targets(y_true, logits)
+    return (softmax(logits) - targets) / (targets.size // targets.shape[-1])

@@ -1,0 +1,227 @@
+r"""Optimizers written by hand: SGD, momentum (the spec's damped form and the classical form) and Adam.
+
+Each optimizer is a pure ``init``/``update`` pair over any parameter pytree, returned as an
+``optax.GradientTransformation``, with its state in an immutable NamedTuple. ``update`` returns
+the *updates* (already multiplied by :math:`-\alpha`), so it composes with ``optax.chain``,
+``optax.apply_updates`` and optax schedules::
+
+    opt = nnjax.adam(1e-3)
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+
+A ``learning_rate`` is a positive float, a traced scalar (for vmapped sweeps) or an optax schedule
+``count -> rate``, evaluated at the number of updates made before this one.
+
+The two momentum methods differ by a factor: the spec's damped form averages gradients,
+:math:`v_t = \beta v_{t-1} + (1-\beta) g_t`, while the classical (heavy-ball) form accumulates
+them, :math:`v_t = \beta v_{t-1} + g_t`, so at a constant gradient its steps grow to
+:math:`1/(1-\beta)` times the damped form's (10x at :math:`\beta = 0.9`): the same learning rate
+means very different step sizes. ``momentum`` is the spec's; ``classical_momentum`` is PyTorch's
+and ``optax.sgd``'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nnjax import _validation
+
+ScalarOrSchedule = float | jax.Array | optax.Schedule
+
+
+class SgdState(NamedTuple):
+    """State of ``sgd``: the number of updates made."""
+
+    count: jax.Array
+
+
+class MomentumState(NamedTuple):
+    """State of ``momentum`` and ``classical_momentum``: update count and velocity :math:`v`."""
+
+    count: jax.Array
+    velocity: Any
+
+
+class AdamState(NamedTuple):
+    """State of ``adam``: update count, first moment :math:`m` and second moment :math:`v`."""
+
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+def _check_learning_rate(learning_rate: ScalarOrSchedule) -> None:
+    if not callable(learning_rate):
+        _validation.check_positive("learning_rate", learning_rate)
+
+
+def _check_decay(name: str, beta: float) -> None:
+    _validation.check_in_range(name, beta, low=0.0, high=1.0)
+
+
+def _scaled(learning_rate: ScalarOrSchedule, count: jax.Array, direction: Any) -> Any:
+    """Returns :math:`-\\alpha_t \\cdot` direction, leaf by leaf, in each leaf's dtype."""
+    lr = learning_rate(count) if callable(learning_rate) else learning_rate
+    return jax.tree.map(lambda d: jnp.asarray(-lr, d.dtype) * d, direction)
+
+
+def _zeros_like(params: Any) -> Any:
+    return jax.tree.map(jnp.zeros_like, params)
+
+
+def _count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+def _increment(count: jax.Array) -> jax.Array:
+    return optax.safe_increment(count)
+
+
+def sgd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
+    r"""Plain gradient descent: :math:`\theta_t = \theta_{t-1} - \alpha \nabla_\theta J(\theta)`.
+
+    Args:
+      learning_rate: :math:`\alpha > 0`, or a schedule.
+    """
+    _check_learning_rate(learning_rate)
+
+    def init_fn(params):
+        del params
+        return SgdState(_count())
+
+    def update_fn(grads, state, params=None):
+        del params
+        return _scaled(learning_rate, state.count, grads), SgdState(_increment(state.count))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def momentum(
+    learning_rate: ScalarOrSchedule = 0.01, beta: float = 0.9
+) -> optax.GradientTransformation:
+    r"""Gradient descent with momentum in the spec's damped form.
+
+    :math:`v_t = \beta v_{t-1} + (1-\beta)\nabla_\theta J(\theta)`,
+    :math:`\theta_t = \theta_{t-1} - \alpha v_t`, with :math:`v_0 = 0`.
+
+    The velocity is an exponential moving average of the gradients, not bias-corrected, so the first
+    steps are :math:`(1-\beta)` times a plain SGD step. The same as
+    ``optax.chain(optax.ema(beta, debias=False), optax.scale(-learning_rate))``.
+
+    Args:
+      learning_rate: :math:`\alpha > 0`, or a schedule.
+      beta: :math:`\beta \in [0, 1)`.
+    """
+    _check_learning_rate(learning_rate)
+    _check_decay("beta", beta)
+
+    def init_fn(params):
+        return MomentumState(_count(), _zeros_like(params))
+
+    def update_fn(grads, state, params=None):
+        del params
+        velocity = jax.tree.map(lambda g, v: (1 - beta) * g + beta * v, grads, state.velocity)
+        updates = _scaled(learning_rate, state.count, velocity)
+        return updates, MomentumState(_increment(state.count), velocity)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def classical_momentum(
+    learning_rate: ScalarOrSchedule, beta: float = 0.9, nesterov: bool = False
+) -> optax.GradientTransformation:
+    r"""Classical (heavy-ball, undamped) momentum, optionally Nesterov's.
+
+    :math:`v_t = \beta v_{t-1} + \nabla_\theta J(\theta)`, :math:`\theta_t = \theta_{t-1} - \alpha v_t`;
+    with ``nesterov=True`` the step is :math:`\alpha(\nabla_\theta J(\theta) + \beta v_t)`.
+
+    Not the spec's ``momentum``: the gradient enters undamped, so the first step is a full SGD step,
+    :math:`1/(1-\beta)` times the damped form's. The same as
+    ``optax.sgd(learning_rate, momentum=beta, nesterov=nesterov)`` and PyTorch's ``SGD``.
+
+    Args:
+      learning_rate: :math:`\alpha > 0`, or a schedule.
+      beta: :math:`\beta \in [0, 1)`.
+      nesterov: use Nesterov's look-ahead step.
+    """
+    _check_learning_rate(learning_rate)
+    _check_decay("beta", beta)
+
+    def init_fn(params):
+        return MomentumState(_count(), _zeros_like(params))
+
+    def update_fn(grads, state, params=None):
+        del params
+        velocity = jax.tree.map(lambda g, v: g + beta * v, grads, state.velocity)
+        direction = (
+            jax.tree.map(lambda g, v: g + beta * v, grads, velocity) if nesterov else velocity
+        )
+        updates = _scaled(learning_rate, state.count, direction)
+        return updates, MomentumState(_increment(state.count), velocity)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def adam(
+    learning_rate: ScalarOrSchedule = 0.001,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    epsilon: float = 1e-8,
+    eps_root: float = 0.0,
+) -> optax.GradientTransformation:
+    r"""Adam, as in the spec, with bias correction.
+
+    .. math::
+       m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,
+       \hat{m}_t = \frac{m_t}{1-\beta_1^t}, \quad \hat{v}_t = \frac{v_t}{1-\beta_2^t},
+       \theta_t = \theta_{t-1} - \alpha\frac{\hat{m}_t}{\sqrt{\hat{v}_t + \epsilon_{root}}+\epsilon}
+
+    :math:`\epsilon` is outside the square root, as in the spec; ``eps_root`` (0 by default, so
+    the spec's formula) adds a term inside it, which keeps the gradient of the update finite when
+    differentiating through the optimizer. The same as ``optax.adam``.
+
+    Args:
+      learning_rate: :math:`\alpha > 0`, or a schedule.
+      beta1: :math:`\beta_1 \in [0, 1)`, decay of the first moment.
+      beta2: :math:`\beta_2 \in [0, 1)`, decay of the second moment.
+      epsilon: :math:`\epsilon > 0`.
+      eps_root: :math:`\epsilon_{root} \ge 0`.
+    """
+    _check_learning_rate(learning_rate)
+    _check_decay("beta1", beta1)
+    _check_decay("beta2", beta2)
+    _validation.check_positive("epsilon", epsilon)
+    _validation.check_in_range("eps_root", eps_root, low=0.0)
+
+    def init_fn(params):
+        return AdamState(_count(), _zeros_like(params), _zeros_like(params))
+
+    def update_fn(grads, state, params=None):
+        del params
+        mu = jax.tree.map(lambda g, m: (1 - beta1) * g + beta1 * m, grads, state.mu)
+        nu = jax.tree.map(lambda g, v: (1 - beta2) * (g * g) + beta2 * v, grads, state.nu)
+        count = _increment(state.count)
+
+        def step(m, v):
+            m_hat = m / (1 - beta1**count).astype(m.dtype)
+            v_hat = v / (1 - beta2**count).astype(v.dtype)
+            return m_hat / (jnp.sqrt(v_hat + eps_root) + epsilon)
+
+        updates = _scaled(learning_rate, state.count, jax.tree.map(step, mu, nu))
+        return updates, AdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+OPTIMIZERS = {
+    "sgd": sgd,
+    "momentum": momentum,
+    "classical_momentum": classical_momentum,
+    "adam": adam,
+}
+"""The hand-written optimizers by name."""

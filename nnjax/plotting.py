@@ -1,0 +1,404 @@
+"""Figures for the spec's "Visualizing the Concepts", saved as PNG files.
+
+Every figure is a ``matplotlib.figure.Figure`` built directly, never through ``pyplot``: no GUI
+backend is needed, no global figure list grows, and ``matplotlib.use`` is never called, so a
+user's own plotting setup is left as it was. PNG output goes through matplotlib's Agg renderer.
+
+Each ``plot_*`` function takes the output ``path``, creates its parent directories, writes the PNG
+atomically (to a temporary file in the same directory, then ``os.replace``, so an error never
+leaves a half-written image behind) and returns the path as a ``pathlib.Path``. The file is
+always PNG, whatever suffix ``path`` has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from nnjax import activations
+
+__all__ = [
+    "confusion_matrix",
+    "plot_activations",
+    "plot_confusion_matrix",
+    "plot_decision_boundary",
+    "plot_history",
+]
+
+DPI = 110
+"""Resolution of every saved PNG, in dots per inch."""
+
+PathLike = str | os.PathLike[str]
+
+HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+"""The keys ``plot_history`` draws; ``train_loss`` is required, the others optional."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving
+
+
+def _save(fig: Figure, path: PathLike) -> Path:
+    """Writes ``fig`` as a PNG to ``path`` atomically and returns ``Path(path)``.
+
+    The temporary file is opened with mode 0o666, so the umask applies to it as to any new file
+    (``tempfile.mkstemp`` would leave it readable by its owner only).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        break
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=DPI)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+def _as_labels(name: str, labels: Any) -> np.ndarray:
+    """Returns ``labels`` as a 1-D int64 NumPy array of non-negative integers, or raises."""
+    a = np.asarray(labels)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must have shape (n,), got shape {a.shape}")
+    if a.dtype.kind == "b":
+        raise ValueError(f"{name} must hold integer class labels, got dtype bool")
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise ValueError(f"{name} must hold integer class labels, got non-integer values")
+    elif a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer class labels, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    if a.size and a.min() < 0:
+        raise ValueError(f"{name} must hold non-negative class labels, got {int(a.min())}")
+    return a
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> int:
+    """Returns ``value`` as an int, raising ValueError unless it is an integer ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Activations
+
+
+_ACTIVATION_PANELS: tuple[tuple[str, str, str], ...] = (
+    ("sigmoid", "Sigmoid", "σ"),
+    ("relu", "ReLU", "ReLU"),
+    ("tanh", "Tanh", "tanh"),
+)
+
+
+def plot_activations(
+    path: PathLike, x_range: tuple[float, float] = (-5.0, 5.0), num: int = 201
+) -> Path:
+    r"""Plots sigmoid, ReLU and tanh side by side with their derivatives, proven against autodiff.
+
+    The spec's activation figure (one row of three panels), extended: each panel draws the
+    function :math:`f(x)`, its hand-written derivative from ``nnjax.activations`` (e.g.
+    :math:`\sigma'(x) = \sigma(x)(1 - \sigma(x))`) and, dashed over it,
+    ``jax.vmap(jax.grad(f))(x)``, so the reader sees the two derivatives coincide. The largest
+    absolute difference between them is written in each panel's legend.
+
+    Args:
+      path: where to write the PNG; parent directories are created.
+      x_range: ``(low, high)``, the finite interval of ``x`` to plot, ``low < high``.
+      num: the number of evenly spaced points on the interval, at least 2.
+
+    Returns:
+      ``path`` as a ``pathlib.Path``.
+    """
+    if len(x_range) != 2:
+        raise ValueError(f"x_range must be (low, high), got {x_range!r}")
+    low, high = float(x_range[0]), float(x_range[1])
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"x_range must be finite with low < high, got {x_range!r}")
+    num = _check_int("num", num, minimum=2)
+
+    x = jnp.linspace(low, high, num, dtype=jnp.float32)
+    x_np = np.asarray(x)
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, (name, title, symbol) in zip(axes, _ACTIVATION_PANELS, strict=True):
+        fn, derivative = activations.ACTIVATIONS[name]
+        value = np.asarray(fn(x))
+        hand = np.asarray(derivative(x))
+        auto = np.asarray(jax.vmap(jax.grad(fn))(x))
+        max_diff = float(np.max(np.abs(hand - auto)))
+        ax.plot(x_np, value, color="C0", linewidth=2, label=f"{symbol}(x)")
+        ax.plot(x_np, hand, color="C1", linewidth=4, alpha=0.6, label=f"hand-written {symbol}'(x)")
+        ax.plot(x_np, auto, color="k", linewidth=1.5, linestyle="--", label="jax.grad (autodiff)")
+        ax.plot([], [], linestyle="none", label=f"max |hand − autodiff| = {max_diff:.1e}")
+        ax.set_title(title)
+        ax.set_xlabel("x")
+        ax.grid(True)
+        ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training history
+
+
+def _history_series(history: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
+    """Returns the known keys of ``history`` as equal-length float arrays, or raises."""
+    if "train_loss" not in history:
+        raise ValueError(f"history needs a 'train_loss' key, got keys {sorted(history)}")
+    series: dict[str, np.ndarray] = {}
+    for key in HISTORY_KEYS:
+        if key not in history:
+            continue
+        values = np.asarray(history[key], dtype=np.float64)
+        if values.ndim != 1:
+            raise ValueError(f"history[{key!r}] must be a list of floats, got shape {values.shape}")
+        series[key] = values
+    lengths = {key: len(v) for key, v in series.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"history lists must all have the same length, got {lengths}")
+    if lengths["train_loss"] == 0:
+        raise ValueError("history lists are empty: nothing to plot")
+    return series
+
+
+def plot_history(history: Mapping[str, Sequence[float]], path: PathLike) -> Path:
+    """Plots loss and accuracy per epoch, training and validation, as two panels.
+
+    The loss panel uses a log-scale y axis when every loss value is positive and finite. The
+    accuracy panel is left out when ``history`` has no accuracy at all (regression). Epochs are
+    numbered from 1. Keys other than the four below are ignored.
+
+    Args:
+      history: a mapping of equal-length lists of floats, one value per epoch: ``train_loss``
+        (required), ``train_accuracy``, ``val_loss`` and ``val_accuracy`` (each optional).
+      path: where to write the PNG; parent directories are created.
+
+    Returns:
+      ``path`` as a ``pathlib.Path``.
+    """
+    series = _history_series(history)
+    epochs = np.arange(1, len(series["train_loss"]) + 1)
+    has_accuracy = "train_accuracy" in series or "val_accuracy" in series
+    panels = [("loss", "Loss")] + ([("accuracy", "Accuracy")] if has_accuracy else [])
+
+    fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (metric, title) in zip(axes, panels, strict=True):
+        drawn = []
+        for split, style in (("train", "-"), ("val", "--")):
+            key = f"{split}_{metric}"
+            if key in series:
+                label = "train" if split == "train" else "validation"
+                marker = "o" if len(epochs) == 1 else None
+                ax.plot(epochs, series[key], linestyle=style, marker=marker, label=label)
+                drawn.append(series[key])
+        values = np.concatenate(drawn)
+        if metric == "loss" and np.all(np.isfinite(values)) and np.all(values > 0):
+            ax.set_yscale("log")
+        if metric == "accuracy" and np.all((values >= 0) & (values <= 1)):
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, which="both", alpha=0.4)
+        ax.legend()
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decision boundary
+
+
+def _class_colors(num_classes: int) -> list[tuple[float, ...]]:
+    """One distinct color per class: tab10, then tab20, then evenly spaced on turbo."""
+    if num_classes <= 10:
+        return list(colormaps["tab10"].colors[:num_classes])
+    if num_classes <= 20:
+        return list(colormaps["tab20"].colors[:num_classes])
+    return [tuple(c) for c in colormaps["turbo"](np.linspace(0, 1, num_classes))]
+
+
+def plot_decision_boundary(
+    predict_fn: Callable[[jax.Array], Any],
+    x: Any,
+    y: Any,
+    path: PathLike,
+    *,
+    resolution: int = 200,
+) -> Path:
+    """Plots the class a model predicts over the plane, with the labelled data on top.
+
+    The grid covers the data's bounding box padded by 10% of its span on each side (by 0.5 along
+    an axis where all points coincide); ``predict_fn`` is called once on all grid points.
+
+    Args:
+      predict_fn: maps a float32 array of points ``(m, 2)`` to integer class predictions
+        ``(m,)``, e.g. ``lambda p: jnp.argmax(forward(params, p), axis=-1)``.
+      x: the data points, shape ``(n, 2)``, finite.
+      y: their integer class labels, shape ``(n,)``, non-negative.
+      path: where to write the PNG; parent directories are created.
+      resolution: the number of grid points along each axis, at least 2.
+
+    Returns:
+      ``path`` as a ``pathlib.Path``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (n, 2), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one point")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x must be finite")
+    y = _as_labels("y", y)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} points")
+    resolution = _check_int("resolution", resolution, minimum=2)
+
+    low, high = x.min(axis=0), x.max(axis=0)
+    span = high - low
+    pad = np.where(span > 0, 0.1 * span, 0.5)
+    g0 = np.linspace(low[0] - pad[0], high[0] + pad[0], resolution)
+    g1 = np.linspace(low[1] - pad[1], high[1] + pad[1], resolution)
+    mesh0, mesh1 = np.meshgrid(g0, g1)
+    grid = jnp.asarray(np.stack([mesh0.ravel(), mesh1.ravel()], axis=1), dtype=jnp.float32)
+    predicted = _as_labels("predict_fn's output", predict_fn(grid))
+    if predicted.shape != (grid.shape[0],):
+        raise ValueError(
+            f"predict_fn must return shape ({grid.shape[0]},) for {grid.shape[0]} points, "
+            f"got shape {predicted.shape}"
+        )
+
+    num_classes = int(max(y.max(), predicted.max())) + 1
+    colors = _class_colors(num_classes)
+    norm = BoundaryNorm(np.arange(num_classes + 1) - 0.5, num_classes)
+    fig = Figure(figsize=(6, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.contourf(
+        mesh0,
+        mesh1,
+        predicted.reshape(mesh0.shape),
+        levels=norm.boundaries,
+        colors=colors,
+        alpha=0.35,
+    )
+    scatter = ax.scatter(
+        x[:, 0],
+        x[:, 1],
+        c=y,
+        cmap=ListedColormap(colors),
+        norm=norm,
+        edgecolors="k",
+        linewidths=0.5,
+        s=20,
+    )
+    ax.legend(*scatter.legend_elements(), title="class", loc="best", fontsize=8)
+    ax.set_title("Decision boundary")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Confusion matrix
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
+    """Counts how often each true class was predicted as each class.
+
+    ``C[i, j]`` is the number of samples with true class ``i`` predicted as class ``j``; the
+    diagonal holds the correct predictions and ``C.sum() == n``.
+
+    Args:
+      y_true: the true integer labels, shape ``(n,)``, each in ``[0, num_classes)``.
+      y_pred: the predicted integer labels, shape ``(n,)``, each in ``[0, num_classes)``.
+      num_classes: the number of classes, a positive integer.
+
+    Returns:
+      The counts, an int64 NumPy array of shape ``(num_classes, num_classes)``; rows are true
+      classes, columns predicted classes.
+    """
+    num_classes = _check_int("num_classes", num_classes, minimum=1)
+    y_true = _as_labels("y_true", y_true)
+    y_pred = _as_labels("y_pred", y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"y_true has shape {y_true.shape} but y_pred has shape {y_pred.shape}; "
+            "they must match exactly"
+        )
+    for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
+        if labels.size and labels.max() >= num_classes:
+            raise ValueError(
+                f"{name} holds label {int(labels.max())}, outside [0, {num_classes}) "
+                f"for num_classes={num_classes}"
+            )
+    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes).astype(np.int64)
+
+
+def plot_confusion_matrix(y_true: Any, y_pred: Any, num_classes: int, path: PathLike) -> Path:
+    """Draws the confusion matrix as a heat map with the count written in every cell.
+
+    Args:
+      y_true: the true integer labels, shape ``(n,)``, each in ``[0, num_classes)``.
+      y_pred: the predicted integer labels, shape ``(n,)``, each in ``[0, num_classes)``.
+      num_classes: the number of classes, a positive integer.
+      path: where to write the PNG; parent directories are created.
+
+    Returns:
+      ``path`` as a ``pathlib.Path``.
+    """
+    counts = confusion_matrix(y_true, y_pred, num_classes)
+    size = min(3.0 + 0.5 * num_classes, 14.0)
+    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1))
+    fig.colorbar(image, ax=ax, label="count")
+    threshold = counts.max() / 2
+    fontsize = max(5, 12 - num_classes // 3)
+    for i in range(num_classes):
+        for j in range(num_classes):
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if counts[i, j] > threshold else "black",
+            )
+    ticks = np.arange(num_classes)
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = np.trace(counts) / counts.sum() if counts.sum() else float("nan")
+    ax.set_title(f"Confusion matrix (accuracy {accuracy:.1%})")
+    return _save(fig, path)

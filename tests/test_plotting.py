@@ -1,0 +1,336 @@
+"""Tests for nnjax.plotting: every figure is a readable PNG, confusion counts are exact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+import jax.numpy as jnp
+import matplotlib.image
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from nnjax import plotting
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path, *, min_width: int = 200, min_height: int = 200) -> np.ndarray:
+    """Checks ``path`` is a PNG matplotlib can read, of a plausible size; returns the image."""
+    assert path.is_file()
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    image = matplotlib.image.imread(path)
+    height, width = image.shape[:2]
+    assert min_width <= width <= 3000
+    assert min_height <= height <= 3000
+    assert image.shape[2] in (3, 4)
+    # Not blank: a figure with curves has more than one color.
+    assert np.ptp(image[..., :3]) > 0
+    # No temporary file is left beside it.
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+    return image
+
+
+def test_never_imports_pyplot(tmp_path: Path) -> None:
+    # In a fresh interpreter: importing and plotting never loads pyplot (and so no GUI backend).
+    code = (
+        "import sys; from nnjax import plotting; "
+        f"plotting.plot_history({{'train_loss': [1.0, 0.5]}}, {str(tmp_path / 'h.png')!r}); "
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert_png(tmp_path / "h.png")
+
+
+# ----------------------------------------------------------------------------------------------
+# plot_activations
+
+
+def test_plot_activations_writes_png(tmp_path: Path) -> None:
+    out = plotting.plot_activations(tmp_path / "nested" / "dir" / "act.png", num=41)
+    assert out == tmp_path / "nested" / "dir" / "act.png"
+    assert isinstance(out, Path)
+    image = assert_png(out, min_width=1000, min_height=300)
+    # Three panels side by side: much wider than tall.
+    assert image.shape[1] > 2.5 * image.shape[0]
+
+
+def test_plot_activations_accepts_str_path_and_range(tmp_path: Path) -> None:
+    out = plotting.plot_activations(str(tmp_path / "act.png"), x_range=(-2, 3), num=2)
+    assert_png(out)
+
+
+@pytest.mark.parametrize(
+    ("x_range", "num"),
+    [((1.0, 1.0), 41), ((2.0, -2.0), 41), ((0.0, float("inf")), 41), ((-1.0, 1.0), 1)],
+)
+def test_plot_activations_bad_args(tmp_path: Path, x_range: tuple[float, float], num: int) -> None:
+    with pytest.raises(ValueError):
+        plotting.plot_activations(tmp_path / "act.png", x_range=x_range, num=num)
+    assert not (tmp_path / "act.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# plot_history
+
+
+def test_plot_history_classification(tmp_path: Path) -> None:
+    history = {
+        "train_loss": [1.2, 0.7, 0.4, 0.3],
+        "train_accuracy": [0.5, 0.7, 0.85, 0.9],
+        "val_loss": [1.3, 0.8, 0.6, 0.55],
+        "val_accuracy": [0.45, 0.65, 0.8, 0.82],
+    }
+    image = assert_png(plotting.plot_history(history, tmp_path / "history.png"))
+    assert image.shape[1] > 1.5 * image.shape[0]  # two panels
+
+
+def test_plot_history_regression_without_accuracy(tmp_path: Path) -> None:
+    # Losses that reach 0 (or go negative) keep a linear axis; one panel only.
+    history = {"train_loss": [2.0, 1.0, 0.0], "val_loss": [2.5, 1.5, 0.5]}
+    image = assert_png(plotting.plot_history(history, tmp_path / "history.png"))
+    assert image.shape[1] < 1.5 * image.shape[0]
+
+
+def test_plot_history_single_epoch_and_extra_keys(tmp_path: Path) -> None:
+    history = {"train_loss": [0.5], "train_accuracy": [0.8], "learning_rate": [0.1]}
+    assert_png(plotting.plot_history(history, tmp_path / "history.png"))
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        {"train_accuracy": [0.5, 0.6]},
+        {"train_loss": []},
+        {"train_loss": [1.0, 0.5], "val_loss": [1.0]},
+        {"train_loss": [1.0, 0.5], "train_accuracy": [0.5, 0.6, 0.7]},
+        {"train_loss": [[1.0, 0.5]]},
+    ],
+)
+def test_plot_history_bad_input(tmp_path: Path, history: dict) -> None:
+    with pytest.raises(ValueError):
+        plotting.plot_history(history, tmp_path / "history.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# plot_decision_boundary
+
+
+def _blobs() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    return x, y
+
+
+def test_plot_decision_boundary_writes_png(tmp_path: Path) -> None:
+    x, y = _blobs()
+    calls = []
+
+    def predict_fn(p: jnp.ndarray) -> jnp.ndarray:
+        calls.append((p.shape, p.dtype))
+        return (p[:, 0] > 0).astype(jnp.int32)
+
+    out = plotting.plot_decision_boundary(predict_fn, x, y, tmp_path / "db.png", resolution=30)
+    assert_png(out)
+    assert calls == [((30 * 30, 2), jnp.float32)]
+
+
+def test_plot_decision_boundary_three_classes_constant_and_jax_inputs(tmp_path: Path) -> None:
+    x, _ = _blobs()
+    y = jnp.asarray(np.arange(40) % 3)
+
+    def argmax_fn(p: jnp.ndarray) -> jnp.ndarray:
+        scores = jnp.stack([p[:, 0], p[:, 1], -p[:, 0] - p[:, 1]], axis=1)
+        return jnp.argmax(scores, axis=1)
+
+    def constant_fn(p: jnp.ndarray) -> jnp.ndarray:
+        return jnp.zeros(p.shape[0], dtype=jnp.int32)
+
+    assert_png(
+        plotting.plot_decision_boundary(
+            argmax_fn, jnp.asarray(x), y, tmp_path / "a.png", resolution=30
+        )
+    )
+    assert_png(
+        plotting.plot_decision_boundary(constant_fn, x, y, tmp_path / "b.png", resolution=30)
+    )
+
+
+def test_plot_decision_boundary_single_point(tmp_path: Path) -> None:
+    # Zero span on both axes: the grid is padded by a fixed amount instead.
+    out = plotting.plot_decision_boundary(
+        lambda p: (p[:, 0] > 0).astype(jnp.int32),
+        np.zeros((1, 2)),
+        np.zeros(1, dtype=int),
+        tmp_path / "db.png",
+        resolution=30,
+    )
+    assert_png(out)
+
+
+@pytest.mark.parametrize(
+    ("x", "y"),
+    [
+        (np.zeros((10, 3)), np.zeros(10, dtype=int)),  # 3 features
+        (np.zeros(10), np.zeros(10, dtype=int)),  # 1-D x
+        (np.zeros((10, 2)), np.zeros(9, dtype=int)),  # length mismatch
+        (np.zeros((10, 2)), np.zeros((10, 1), dtype=int)),  # y not 1-D
+        (np.zeros((10, 2)), np.full(10, 0.5)),  # non-integer labels
+        (np.zeros((10, 2)), np.full(10, -1)),  # negative labels
+        (np.zeros((0, 2)), np.zeros(0, dtype=int)),  # no points
+        (np.full((10, 2), np.nan), np.zeros(10, dtype=int)),  # non-finite
+    ],
+)
+def test_plot_decision_boundary_bad_input(tmp_path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        plotting.plot_decision_boundary(
+            lambda p: (p[:, 0] > 0).astype(jnp.int32), x, y, tmp_path / "db.png", resolution=30
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_decision_boundary_bad_predict_fn_and_resolution(tmp_path: Path) -> None:
+    x, y = _blobs()
+
+    def two_columns(p: jnp.ndarray) -> jnp.ndarray:
+        return jnp.zeros((p.shape[0], 2), dtype=jnp.int32)
+
+    with pytest.raises(ValueError, match="predict_fn"):
+        plotting.plot_decision_boundary(two_columns, x, y, tmp_path / "db.png", resolution=30)
+    with pytest.raises(ValueError, match="predict_fn"):
+        plotting.plot_decision_boundary(
+            lambda p: jnp.zeros(5, dtype=jnp.int32), x, y, tmp_path / "db.png", resolution=30
+        )
+    with pytest.raises(ValueError, match="resolution"):
+        plotting.plot_decision_boundary(
+            lambda p: (p[:, 0] > 0).astype(jnp.int32), x, y, tmp_path / "db.png", resolution=1
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# confusion_matrix
+
+
+def test_confusion_matrix_hand_computed() -> None:
+    y_true = [0, 0, 1, 1, 1, 2, 2, 2, 2]
+    y_pred = [0, 1, 1, 1, 2, 2, 2, 0, 2]
+    expected = np.array(
+        [
+            [1, 1, 0],  # true 0: one right, one called 1
+            [0, 2, 1],  # true 1: two right, one called 2
+            [1, 0, 3],  # true 2: three right, one called 0
+        ]
+    )
+    counts = plotting.confusion_matrix(y_true, y_pred, 3)
+    np.testing.assert_array_equal(counts, expected)
+    assert counts.shape == (3, 3)
+    assert np.issubdtype(counts.dtype, np.integer)
+    # A class never seen still gets its row and column.
+    np.testing.assert_array_equal(
+        plotting.confusion_matrix([0, 1], [1, 1], 4),
+        [[0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]],
+    )
+
+
+@pytest.mark.parametrize("num_classes", [1, 2, 5, 10])
+def test_confusion_matrix_matches_numpy_reference(num_classes: int) -> None:
+    rng = np.random.default_rng(num_classes)
+    y_true = rng.integers(0, num_classes, size=500)
+    y_pred = rng.integers(0, num_classes, size=500)
+    reference = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(reference, (y_true, y_pred), 1)
+    counts = plotting.confusion_matrix(jnp.asarray(y_true), jnp.asarray(y_pred), num_classes)
+    np.testing.assert_array_equal(counts, reference)
+    assert counts.sum() == 500
+
+
+def test_confusion_matrix_empty_and_integral_floats() -> None:
+    np.testing.assert_array_equal(
+        plotting.confusion_matrix(np.zeros(0, dtype=int), np.zeros(0, dtype=int), 2),
+        np.zeros((2, 2), dtype=np.int64),
+    )
+    np.testing.assert_array_equal(
+        plotting.confusion_matrix(np.array([0.0, 1.0]), np.array([1.0, 1.0]), 2), [[0, 1], [0, 1]]
+    )
+
+
+@pytest.mark.parametrize(
+    ("y_true", "y_pred", "num_classes"),
+    [
+        ([0, 1, 2], [0, 1], 3),  # length mismatch
+        ([[0, 1]], [[0, 1]], 2),  # not 1-D
+        ([0, 3], [0, 1], 3),  # true label out of range
+        ([0, 1], [0, 5], 3),  # predicted label out of range
+        ([0, -1], [0, 1], 3),  # negative label
+        ([0, 1.5], [0, 1], 3),  # non-integer label
+        ([True, False], [0, 1], 2),  # boolean labels
+        ([0, 1], [0, 1], 0),  # no classes
+        ([0, 1], [0, 1], 2.0),  # num_classes not an int
+    ],
+)
+def test_confusion_matrix_bad_input(y_true: list, y_pred: list, num_classes: int) -> None:
+    with pytest.raises(ValueError):
+        plotting.confusion_matrix(y_true, y_pred, num_classes)
+
+
+# ----------------------------------------------------------------------------------------------
+# plot_confusion_matrix
+
+
+@pytest.mark.parametrize("num_classes", [2, 10])
+def test_plot_confusion_matrix_writes_png(tmp_path: Path, num_classes: int) -> None:
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, num_classes, size=200)
+    y_pred = np.where(rng.random(200) < 0.7, y_true, rng.integers(0, num_classes, size=200))
+    out = plotting.plot_confusion_matrix(y_true, y_pred, num_classes, tmp_path / "cm.png")
+    assert_png(out)
+
+
+def test_plot_confusion_matrix_empty_and_bad_input(tmp_path: Path) -> None:
+    empty = np.zeros(0, dtype=int)
+    assert_png(plotting.plot_confusion_matrix(empty, empty, 3, tmp_path / "empty.png"))
+    with pytest.raises(ValueError):
+        plotting.plot_confusion_matrix([0, 1], [0, 2], 2, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def test_failed_save_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "act.png"
+    target.write_bytes(b"old contents")
+
+    def broken_savefig(self: Figure, file: BinaryIO, **kwargs: object) -> None:
+        file.write(b"\x89PNG half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(RuntimeError, match="disk full"):
+        plotting.plot_activations(target, num=41)
+    # The old file is untouched and no temporary file is left behind.
+    assert target.read_bytes() == b"old contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["act.png"]
+
+
+def test_overwrites_existing_file_with_umask_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "history.png"
+    target.write_bytes(b"old contents")
+    plotting.plot_history({"train_loss": [1.0, 0.5]}, target)
+    assert_png(target)
+    if os.name == "posix":
+        umask = os.umask(0)
+        os.umask(umask)
+        assert target.stat().st_mode & 0o777 == 0o666 & ~umask
