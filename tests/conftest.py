@@ -1,7 +1,15 @@
 """Strict JAX settings for every test: a silent rank promotion or a warning fails the test."""
 
-import jax
-import matplotlib
+import os
+
+# The suite compiles many small programs and runs each a few times: XLA's optimization passes
+# would cost more compile time than they save. Must be set before JAX starts its backend.
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+).strip()
+
+import jax  # noqa: E402
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 jax.config.update("jax_numpy_rank_promotion", "raise")

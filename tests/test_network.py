@@ -1,0 +1,287 @@
+"""Tests of nnjax.network: the neuron, the forward pass with its cache, and backward_pass."""
+
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nnjax
+from nnjax import network
+
+HIDDEN = ("sigmoid", "relu", "tanh", "identity")
+PAIRS = tuple(network.LOSSES)
+ARCH_ARGS = ("activation", "loss", "train")
+
+
+def make_problem(seed, sizes, loss, batch, dtype=jnp.float32):
+    """He-scaled weights, non-zero biases (so a bias bug cannot hide), inputs and targets.
+
+    Drawn with NumPy: test data of many shapes then costs no XLA compilation.
+    """
+    rng = np.random.default_rng(seed)
+    params = [
+        {
+            "W": jnp.asarray(rng.normal(0, np.sqrt(2 / n_in), (n_out, n_in)), dtype),
+            "b": jnp.asarray(0.1 * rng.normal(size=n_out), dtype),
+        }
+        for n_in, n_out in itertools.pairwise(sizes)
+    ]
+    x = jnp.asarray(rng.normal(size=(batch, sizes[0])), dtype)
+    n_out = sizes[-1]
+    if loss == "mse":
+        y = jnp.asarray(rng.normal(size=(batch, n_out)), dtype)
+    elif loss == "binary_cross_entropy":
+        y = jnp.asarray(rng.integers(0, 2, (batch, n_out)), dtype)
+    else:
+        y = jnp.asarray(rng.integers(0, n_out, batch), jnp.int32)
+    return params, x, y
+
+
+def manual_and_autodiff(params, x, y, *, l2=0.0, dropout_rate=0.0, key=None, **arch):
+    train = dropout_rate > 0
+    _, cache = nnjax.forward_pass(
+        params, x, **arch, dropout_rate=dropout_rate, key=key, train=train
+    )
+    manual = nnjax.backward_pass(params, x, y, cache, **arch, l2=l2)
+    reference = jax.grad(nnjax.network_loss)(
+        params, x, y, **arch, l2=l2, dropout_rate=dropout_rate, key=key, train=train
+    )
+    return manual, reference
+
+
+# One compilation per architecture; XLA's optimizations would cost more than they save here.
+jit_manual_and_autodiff = jax.jit(
+    manual_and_autodiff,
+    static_argnames=("activation", "loss"),
+    compiler_options={"xla_backend_optimization_level": 0},
+)
+
+
+def relative_error(a, b):
+    """Largest leafwise max|a - b| / max|b|, computed in NumPy at the arrays' own precision."""
+    errors = []
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        u, v = np.asarray(u), np.asarray(v)
+        errors.append(np.max(np.abs(u - v)) / max(np.max(np.abs(v)), 1e-30))
+    return float(max(errors))
+
+
+# --- the neuron -------------------------------------------------------------------------------
+
+
+def test_forward_neuron_is_the_spec_formula():
+    x = np.array([0.5, -1.0, 2.0], np.float32)
+    w = np.array([0.1, 0.4, -0.3], np.float32)
+    expected = 1 / (1 + np.exp(-(np.dot(w, x) + 0.2)))
+    np.testing.assert_allclose(nnjax.forward_neuron(x, w, 0.2, nnjax.sigmoid), expected, rtol=1e-6)
+    batch = np.stack([x, 2 * x])
+    np.testing.assert_allclose(
+        nnjax.forward_neuron(batch, w, 0.2, "tanh"), np.tanh(batch @ w + 0.2), rtol=1e-6
+    )
+
+
+def test_forward_neuron_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"x must have shape \(3,\)"):
+        nnjax.forward_neuron(jnp.ones(4), jnp.ones(3), 0.0, nnjax.relu)
+    with pytest.raises(ValueError, match="bias b must be a scalar"):
+        nnjax.forward_neuron(jnp.ones(3), jnp.ones(3), jnp.ones(3), nnjax.relu)
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+def test_init_network_shapes_and_zero_biases():
+    params = nnjax.init_network(jax.random.key(0), [4, 8, 3], "xavier")
+    chex.assert_shape([params[0]["W"], params[0]["b"]], [(8, 4), (8,)])
+    chex.assert_shape([params[1]["W"], params[1]["b"]], [(3, 8), (3,)])
+    assert all(float(jnp.abs(p["b"]).max()) == 0.0 for p in params)
+    assert network.layer_sizes(params) == (4, 8, 3)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [([3], "at least two"), ([3, 0, 2], r"layer_sizes\[1\]"), ([3, -2], r"layer_sizes\[1\]")],
+)
+def test_init_network_rejects_bad_sizes(sizes, message):
+    with pytest.raises(ValueError, match=message):
+        nnjax.init_network(jax.random.key(0), sizes)
+
+
+def test_init_network_rejects_unknown_initializer():
+    with pytest.raises(ValueError, match="unknown init 'glorot'"):
+        nnjax.init_network(jax.random.key(0), [2, 2], "glorot")
+
+
+# --- forward pass -----------------------------------------------------------------------------
+
+
+class ForwardPassTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_matches_numpy_and_keeps_the_cache(self):
+        params, x, _ = make_problem(0, (3, 5, 4, 2), "softmax_cross_entropy", 6)
+        forward = self.variant(nnjax.forward_pass, static_argnames=ARCH_ARGS)
+        out, cache = forward(params, x, activation=("tanh", "relu"), loss="softmax_cross_entropy")
+
+        a = np.asarray(x, np.float64)
+        for l, (layer, fn) in enumerate(
+            zip(params, (np.tanh, lambda z: np.maximum(z, 0), None), strict=True), start=1
+        ):
+            z = a @ np.asarray(layer["W"], np.float64).T + np.asarray(layer["b"], np.float64)
+            if fn is None:
+                e = np.exp(z - z.max(axis=1, keepdims=True))
+                a = e / e.sum(axis=1, keepdims=True)
+            else:
+                a = fn(z)
+            np.testing.assert_allclose(cache[f"z{l}"], z, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(cache[f"a{l}"], a, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out, a, rtol=1e-5, atol=1e-6)
+        assert set(cache) == {"z1", "a1", "z2", "a2", "z3", "a3"}
+
+
+def test_dropout_is_off_at_evaluation_and_on_in_training():
+    params, x, _ = make_problem(1, (3, 16, 2), "mse", 8)
+    kw = {"activation": "relu", "loss": "mse", "dropout_rate": 0.5, "key": jax.random.key(1)}
+    plain, _ = nnjax.forward_pass(params, x, activation="relu", loss="mse")
+    evaluation, eval_cache = nnjax.forward_pass(params, x, **kw, train=False)
+    training, cache = nnjax.forward_pass(params, x, **kw, train=True)
+    chex.assert_trees_all_equal(evaluation, plain)
+    assert "mask1" not in eval_cache
+    assert set(np.unique(np.asarray(cache["mask1"]))) <= {0.0, 2.0}
+    assert not np.allclose(training, plain)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"activation": "swish"}, ValueError, "unknown activation 'swish'"),
+        ({"loss": "hinge"}, ValueError, "unknown loss 'hinge'"),
+        ({"activation": ("relu",)}, ValueError, "1 activations"),
+        ({"dropout_rate": 0.5, "train": True}, ValueError, "needs a PRNG key"),
+        (
+            {"dropout_rate": 1.0, "train": True, "key": jax.random.key(0)},
+            ValueError,
+            r"dropout_rate must be in \[0, 1\)",
+        ),
+    ],
+)
+def test_forward_pass_rejects_bad_arguments(kwargs, error, message):
+    params, x, _ = make_problem(0, (3, 4, 4, 2), "mse", 2)
+    with pytest.raises(error, match=message):
+        nnjax.forward_pass(params, x, **kwargs)
+
+
+def test_forward_pass_rejects_wrong_feature_count():
+    params, _, _ = make_problem(0, (3, 4, 2), "mse", 2)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 3\).*got shape \(2, 5\)"):
+        nnjax.forward_pass(params, jnp.ones((2, 5)))
+    with pytest.raises(TypeError, match="floating-point"):
+        nnjax.forward_pass(params, jnp.ones((2, 3), jnp.int32))
+
+
+def test_mismatched_layers_are_named():
+    params, x, _ = make_problem(0, (3, 4, 2), "mse", 2)
+    params[1]["W"] = jnp.ones((2, 5))
+    with pytest.raises(ValueError, match="layer 2: W has shape \\(2, 5\\), so n_in=5"):
+        nnjax.forward_pass(params, x)
+
+
+# --- backward pass ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("activation", "loss"), list(itertools.product(HIDDEN, PAIRS)))
+def test_backward_pass_equals_autodiff_float64(activation, loss):
+    with jax.enable_x64(True):
+        params, x, y = make_problem(2, (3, 5, 4, 3), loss, 6, jnp.float64)
+        for options in ({}, {"l2": 0.1}, {"dropout_rate": 0.3, "key": jax.random.key(5)}):
+            manual, reference = manual_and_autodiff(
+                params, x, y, activation=activation, loss=loss, **options
+            )
+            chex.assert_trees_all_equal_structs(manual, params)
+            assert relative_error(manual, reference) <= 1e-10, options
+
+
+class BackwardPassFloat32Test(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+    def test_equals_autodiff_float32(self):
+        params, x, y = make_problem(3, (4, 16, 8, 3), "softmax_cross_entropy", 10)
+        arch = {"activation": ("relu", "tanh"), "loss": "softmax_cross_entropy"}
+
+        def both(params, x, y):
+            return manual_and_autodiff(params, x, y, l2=1e-2, **arch)
+
+        manual, reference = self.variant(both)(params, x, y)
+        chex.assert_trees_all_close(manual, reference, rtol=1e-5, atol=1e-7)
+        assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(manual))
+
+
+def test_backward_pass_keeps_the_container_type():
+    params, x, y = make_problem(4, (2, 3, 1), "mse", 4)
+    params = tuple(params)
+    _, cache = nnjax.forward_pass(params, x, activation="tanh", loss="mse")
+    grads = nnjax.backward_pass(params, x, y, cache, activation="tanh", loss="mse")
+    assert isinstance(grads, tuple)
+    chex.assert_trees_all_equal_shapes(grads, params)
+
+
+def test_backward_pass_rejects_bad_targets_and_caches():
+    params, x, y = make_problem(4, (2, 3, 2), "mse", 4)
+    _, cache = nnjax.forward_pass(params, x, activation="tanh", loss="mse")
+    with pytest.raises(ValueError, match=r"y_true has shape \(4,\) but y_pred has shape \(4, 2\)"):
+        nnjax.backward_pass(params, x, y[:, 0], cache, activation="tanh", loss="mse")
+    with pytest.raises(ValueError, match="cache has no 'a1'"):
+        nnjax.backward_pass(params, x, y, {"z2": cache["z2"]}, activation="tanh", loss="mse")
+    with pytest.raises(ValueError, match=r"integer labels must lie in \[0, 2\)"):
+        labels = jnp.array([0, 1, 2, 1])
+        nnjax.backward_pass(
+            params, x, labels, cache, activation="tanh", loss="softmax_cross_entropy"
+        )
+
+
+def test_output_error_is_fused_a_minus_y():
+    """For each canonical pair, dL/dz_L = c * (a_L - y): the output bias gradient shows it."""
+    batch, n_out = 5, 3
+    for loss, scale in (
+        ("mse", 2 / (batch * n_out)),
+        ("binary_cross_entropy", 1 / (batch * n_out)),
+        ("softmax_cross_entropy", 1 / batch),
+    ):
+        params, x, y = make_problem(6, (4, 6, n_out), loss, batch)
+        out, cache = nnjax.forward_pass(params, x, activation="sigmoid", loss=loss)
+        grads = nnjax.backward_pass(params, x, y, cache, activation="sigmoid", loss=loss)
+        target = jax.nn.one_hot(y, n_out) if loss == "softmax_cross_entropy" else y
+        expected_db = scale * jnp.sum(out - target, axis=0)
+        chex.assert_trees_all_close(grads[-1]["b"], expected_db, rtol=1e-5, atol=1e-7)
+
+
+def test_predict_is_the_evaluation_forward_pass():
+    params, x, _ = make_problem(7, (3, 4, 2), "binary_cross_entropy", 5)
+    out, _ = nnjax.forward_pass(params, x, activation="relu", loss="binary_cross_entropy")
+    chex.assert_trees_all_equal(
+        nnjax.predict(params, x, activation="relu", loss="binary_cross_entropy"), out
+    )
+    assert float(out.min()) > 0 and float(out.max()) < 1
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 64), min_size=2, max_size=6),
+    batch=st.integers(1, 32),
+    activations=st.lists(st.sampled_from(HIDDEN), min_size=4, max_size=4),
+    loss=st.sampled_from(PAIRS),
+    seed=st.integers(0, 2**16),
+)
+def test_backward_pass_equals_autodiff_for_any_architecture(widths, batch, activations, loss, seed):
+    """1-5 layers of width 1-64, batch 1-32, any activations and output/loss: float64."""
+    if loss == "softmax_cross_entropy" and widths[-1] < 2:
+        widths = [*widths[:-1], 2]
+    activation = tuple(activations[: len(widths) - 2])
+    with jax.enable_x64(True):
+        params, x, y = make_problem(seed, widths, loss, batch, jnp.float64)
+        manual, reference = jit_manual_and_autodiff(params, x, y, activation=activation, loss=loss)
+    assert relative_error(manual, reference) <= 1e-10
