@@ -7,6 +7,7 @@ vmapped sweep) has no concrete value; its range check is then skipped, never gue
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -83,7 +84,10 @@ def check_ndim(name: str, x: jax.Array, ndim: int, what: str) -> None:
 
 def check_layer_sizes(layer_sizes: Iterable[int]) -> tuple[int, ...]:
     """Returns layer sizes as a tuple of ints; at least two, all positive integers."""
-    sizes = tuple(layer_sizes)
+    sizes = tuple(
+        int(n) if isinstance(n, numbers.Integral) and not isinstance(n, bool) else n
+        for n in layer_sizes
+    )
     if len(sizes) < 2:
         raise ValueError(
             f"layer_sizes needs at least two entries (inputs and outputs), got {list(sizes)}"

@@ -57,7 +57,9 @@ def mse_derivative(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
 
 def _bce_epsilon(dtype: jnp.dtype, epsilon: float | None) -> float:
     if epsilon is None:
-        return 1e-15 if jnp.finfo(dtype).bits >= 64 else 1e-7
+        info = jnp.finfo(dtype)
+        # 1 - epsilon must stay below 1: the spec's 1e-15 only does in float64.
+        return {64: 1e-15, 32: 1e-7}.get(info.bits, float(info.eps))
     _validation.check_in_range("epsilon", epsilon, low=0.0, high=0.5, low_inclusive=False)
     return epsilon
 
@@ -74,7 +76,8 @@ def binary_cross_entropy(
       y_true: targets in [0, 1], any shape.
       y_pred: predicted probabilities, the same shape.
       epsilon: the clip. The spec's 1e-15 is the default in float64; in float32
-        ``1 - 1e-15 == 1`` and ``log(0)`` would return, so the float32 default is 1e-7.
+        ``1 - 1e-15 == 1`` and ``log(0)`` would return, so the default is 1e-7 in float32 and
+        the machine epsilon in float16 and bfloat16.
 
     The clip has a flat gradient: a confident wrong prediction outside the clip gets no gradient
     at all. Train on logits with ``binary_cross_entropy_with_logits`` instead.
@@ -113,8 +116,9 @@ def binary_cross_entropy_with_logits(y_true: jax.Array, logits: jax.Array) -> ja
     :math:`-[y\log\sigma(z) + (1-y)\log(1-\sigma(z))]`, with :math:`\log(1 + e^z)` computed as
     ``jax.nn.softplus`` (no overflow; its autodiff derivative is exactly :math:`\sigma(z)`, also at
     :math:`z = 0`, where the ``max(z, 0) + log1p(exp(-|z|))`` form's is not). Exact for any finite
-    logit, with no clip and so no dead gradient (at logit 40, label 0, the gradient is 1, where the clipped
-    loss on probabilities gives 0). Equals ``optax.sigmoid_binary_cross_entropy(z, y).mean()``.
+    logit, with no clip and so no dead gradient: at logit 40, label 0, each element's gradient is
+    1 (before the mean's 1/n), where the clipped loss on probabilities gives 0.
+    Equals ``optax.sigmoid_binary_cross_entropy(z, y).mean()``.
 
     Args:
       y_true: targets in [0, 1], any shape, e.g. ``(batch, 1)``.

@@ -8,8 +8,8 @@ os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
 ).strip()
 
-import jax  # noqa: E402
-import matplotlib  # noqa: E402
+import jax
+import matplotlib
 
 matplotlib.use("Agg")
 jax.config.update("jax_numpy_rank_promotion", "raise")
