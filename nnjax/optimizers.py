@@ -70,6 +70,11 @@ def _scaled(learning_rate: ScalarOrSchedule, count: jax.Array, direction: Any) -
     return jax.tree.map(lambda d: jnp.asarray(-lr, d.dtype) * d, direction)
 
 
+def _like(value: Any, leaf: jax.Array) -> jax.Array:
+    """A hyperparameter in the leaf's dtype, so a float64 scalar never promotes float32 state."""
+    return jnp.asarray(value, leaf.dtype)
+
+
 def _zeros_like(params: Any) -> Any:
     return jax.tree.map(jnp.zeros_like, params)
 
@@ -125,7 +130,9 @@ def momentum(
 
     def update_fn(grads, state, params=None):
         del params
-        velocity = jax.tree.map(lambda g, v: (1 - beta) * g + beta * v, grads, state.velocity)
+        velocity = jax.tree.map(
+            lambda g, v: _like(1 - beta, g) * g + _like(beta, g) * v, grads, state.velocity
+        )
         updates = _scaled(learning_rate, state.count, velocity)
         return updates, MomentumState(_increment(state.count), velocity)
 
@@ -157,9 +164,11 @@ def classical_momentum(
 
     def update_fn(grads, state, params=None):
         del params
-        velocity = jax.tree.map(lambda g, v: g + beta * v, grads, state.velocity)
+        velocity = jax.tree.map(lambda g, v: g + _like(beta, g) * v, grads, state.velocity)
         direction = (
-            jax.tree.map(lambda g, v: g + beta * v, grads, velocity) if nesterov else velocity
+            jax.tree.map(lambda g, v: g + _like(beta, g) * v, grads, velocity)
+            if nesterov
+            else velocity
         )
         updates = _scaled(learning_rate, state.count, direction)
         return updates, MomentumState(_increment(state.count), velocity)
@@ -203,14 +212,18 @@ def adam(
 
     def update_fn(grads, state, params=None):
         del params
-        mu = jax.tree.map(lambda g, m: (1 - beta1) * g + beta1 * m, grads, state.mu)
-        nu = jax.tree.map(lambda g, v: (1 - beta2) * (g * g) + beta2 * v, grads, state.nu)
+        mu = jax.tree.map(
+            lambda g, m: _like(1 - beta1, g) * g + _like(beta1, g) * m, grads, state.mu
+        )
+        nu = jax.tree.map(
+            lambda g, v: _like(1 - beta2, g) * (g * g) + _like(beta2, g) * v, grads, state.nu
+        )
         count = _increment(state.count)
 
         def step(m, v):
             m_hat = m / (1 - beta1**count).astype(m.dtype)
             v_hat = v / (1 - beta2**count).astype(v.dtype)
-            return m_hat / (jnp.sqrt(v_hat + eps_root) + epsilon)
+            return m_hat / (jnp.sqrt(v_hat + _like(eps_root, v)) + _like(epsilon, v))
 
         updates = _scaled(learning_rate, state.count, jax.tree.map(step, mu, nu))
         return updates, AdamState(count, mu, nu)
