@@ -32,17 +32,17 @@ checkpoint (if any) intact and no partial file at the target.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from nnjax._files import atomic_write
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -175,22 +175,8 @@ def save_checkpoint(
     arrays[_EPOCH_KEY] = np.asarray(int(epoch), dtype=np.int64)
     arrays[_DTYPES_KEY] = np.asarray(json.dumps(dtypes))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 -- closed explicitly before os.replace
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz", delete=False
-    )
-    tmp_path = pathlib.Path(tmp.name)
-    try:
-        np.savez(tmp, **arrays)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-        tmp.close()
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp.close()
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
     _fsync_dir(path.parent)
     return path
 

@@ -12,10 +12,8 @@ always PNG, whatever suffix ``path`` has.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nnjax import activations
+from nnjax._files import atomic_write
 
 __all__ = [
     "confusion_matrix",
@@ -52,29 +51,10 @@ HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
 def _save(fig: Figure, path: PathLike) -> Path:
-    """Writes ``fig`` as a PNG to ``path`` atomically and returns ``Path(path)``.
-
-    The temporary file is opened with mode 0o666, so the umask applies to it as to any new file
-    (``tempfile.mkstemp`` would leave it readable by its owner only).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        break
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    """Writes ``fig`` as a PNG to ``path`` atomically and returns ``Path(path)``."""
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=DPI)
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------------------------
