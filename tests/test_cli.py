@@ -1,5 +1,6 @@
 """Tests of the nnjax command line."""
 
+import re
 import subprocess
 import sys
 
@@ -28,3 +29,117 @@ def test_unknown_command_exits_2():
     )
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+XOR_OPTIONS = [
+    "--dataset",
+    "xor",
+    "--hidden",
+    "4",
+    "--activation",
+    "sigmoid",
+    "--loss",
+    "binary_cross_entropy",
+    "--optimizer",
+    "momentum",
+    "--lr",
+    "2",
+    "--batch-size",
+    "4",
+    "--seed",
+    "3",
+    "--quiet",
+]
+
+
+def test_train_writes_a_complete_run_folder_and_plot_redraws_it(tmp_path, capsys):
+    import json
+
+    folder = tmp_path / "xor"
+    assert cli.main(["train", *XOR_OPTIONS, "--epochs", "2000", "--output", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy 1.0000" in out and "steps/s" in out
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["config"]["optimizer"] == "momentum"
+    assert metrics["test"]["accuracy"] == 1.0
+    assert len(metrics["history"]["train_loss"]) == 2000
+    assert {"jax", "nnjax", "optax"} <= set(metrics["versions"])
+    assert metrics["steps_per_second"] > 0
+    pngs = {"history.png", "activations.png", "confusion_matrix.png", "decision_boundary.png"}
+    assert pngs <= {p.name for p in folder.iterdir()}
+
+    (folder / "history.png").unlink()
+    assert cli.main(["plot", str(folder)]) == 0
+    assert (folder / "history.png").exists()
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    import numpy as np
+
+    from nnjax import checkpoints
+
+    def params_after(folder):
+        return dict(np.load(folder / "checkpoint.npz", allow_pickle=False))
+
+    options = ["train", "--dataset", "moons", "--hidden", "8", "--quiet", "--dropout", "0.1"]
+    assert cli.main([*options, "--epochs", "4", "--output", str(tmp_path / "straight")]) == 0
+    resumed = str(tmp_path / "resumed")
+    assert cli.main([*options, "--epochs", "2", "--output", resumed]) == 0
+    assert cli.main([*options, "--epochs", "4", "--output", resumed, "--resume"]) == 0
+    straight, again = params_after(tmp_path / "straight"), params_after(tmp_path / "resumed")
+    for key in straight:
+        np.testing.assert_array_equal(straight[key], again[key], err_msg=key)
+    assert checkpoints.FORMAT_VERSION == 1
+
+
+def test_divergence_exits_1_and_keeps_the_last_finite_checkpoint(tmp_path, capsys):
+    import numpy as np
+
+    folder = tmp_path / "boom"
+    options = ["train", "--dataset", "moons", "--optimizer", "sgd", "--lr", "1e4", "--quiet"]
+    assert cli.main([*options, "--output", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite at epoch 1" in err and "learning rate (10000) is likely too high" in err
+    saved = np.load(folder / "checkpoint.npz", allow_pickle=False)
+    assert all(np.isfinite(saved[k]).all() for k in saved.files if k.startswith("params"))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--dataset", "mnist"], "invalid choice: 'mnist'"),
+        (["--epochs", "-3"], "must be a positive integer, got -3"),
+        (["--hidden", "64,0"], "every hidden size must be positive"),
+        (["--lr", "0"], r"must be in \(0, inf\), got 0"),
+        (["--dropout", "1"], r"must be in \[0, 1\), got 1"),
+        (["--batch-size", "zero"], "expected a positive integer, got 'zero'"),
+    ],
+)
+def test_bad_options_fail_with_one_line_and_exit_2(options, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "nnjax.cli", "train", *options],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.search(message, lines[0])
+    assert result.stdout == ""
+
+
+def test_binary_loss_on_a_multiclass_dataset_is_a_usage_error(capsys):
+    assert cli.main(["train", "--dataset", "iris", "--loss", "binary_cross_entropy"]) == 2
+    assert "needs a two-class dataset; 'iris' has 3 classes" in capsys.readouterr().err
+
+
+def test_train_help_is_complete():
+    result = subprocess.run(
+        [sys.executable, "-m", "nnjax.cli", "train", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for option in ("--dataset", "--hidden", "--optimizer", "--grad", "--resume", "examples:"):
+        assert option in result.stdout

@@ -1,0 +1,263 @@
+"""Tests of nnjax.training: compiled epochs, manual vs autodiff, determinism, resume, targets."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nnjax
+from nnjax import checkpoints, datasets, training
+
+
+def keys(seed):
+    data_key, init_key, train_key = jax.random.split(jax.random.key(seed), 3)
+    return data_key, init_key, train_key
+
+
+def max_relative_difference(a, b):
+    return max(
+        float(np.max(np.abs(np.asarray(u) - np.asarray(v))) / np.max(np.abs(np.asarray(v))))
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def moons():
+    data_key, init_key, train_key = keys(0)
+    return datasets.load_dataset("moons", data_key), init_key, train_key
+
+
+@pytest.fixture(scope="module")
+def digits_runs():
+    """A full digits run (64-64 ReLU, Adam), once with each gradient source."""
+    data_key, init_key, train_key = keys(0)
+    data = datasets.load_dataset("digits", data_key)
+    params = nnjax.init_network(init_key, [64, 64, 64, 10], "he")
+    runs = {
+        grad: training.train(
+            params,
+            data.x_train,
+            data.y_train,
+            optimizer=nnjax.adam(3e-3),
+            epochs=40,
+            batch_size=32,
+            key=train_key,
+            grad=grad,
+            validation=(data.x_test, data.y_test),
+        )
+        for grad in training.GRADIENT_SOURCES
+    }
+    return data, runs
+
+
+def test_digits_reaches_97_percent(digits_runs):
+    data, runs = digits_runs
+    _, accuracy = training.evaluate(runs["manual"].params, data.x_test, data.y_test)
+    assert float(accuracy) >= 0.97
+    assert runs["manual"].history["val_accuracy"][-1] == pytest.approx(float(accuracy))
+    assert len(runs["manual"].history["train_loss"]) == 40
+
+
+def test_manual_and_autodiff_training_agree(digits_runs):
+    _, runs = digits_runs
+    assert max_relative_difference(runs["manual"].params, runs["autodiff"].params) <= 1e-4
+    np.testing.assert_allclose(
+        runs["manual"].history["train_loss"], runs["autodiff"].history["train_loss"], rtol=1e-3
+    )
+
+
+def test_same_seed_gives_bit_identical_results(moons):
+    data, init_key, train_key = moons
+    params = nnjax.init_network(init_key, [2, 8, 2], "he")
+
+    def run():
+        return training.train(
+            params,
+            data.x_train,
+            data.y_train,
+            epochs=5,
+            batch_size=64,
+            key=train_key,
+            dropout_rate=0.2,
+            l2=1e-3,
+        )
+
+    first, second = run(), run()
+    chex.assert_trees_all_equal(first.params, second.params)
+    assert first.history == second.history
+    # The caller's parameters survive: training works on copies (its buffers are donated).
+    assert np.isfinite(np.asarray(params[0]["W"])).all()
+
+
+def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(moons, tmp_path):
+    data, init_key, train_key = moons
+    params = nnjax.init_network(init_key, [2, 8, 2], "he")
+    optimizer = nnjax.momentum(0.1, 0.9)
+    common = {
+        "optimizer": optimizer,
+        "batch_size": 50,
+        "key": train_key,
+        "dropout_rate": 0.1,
+        "activation": "tanh",
+    }
+    straight = training.train(params, data.x_train, data.y_train, epochs=6, **common)
+
+    first = training.train(params, data.x_train, data.y_train, epochs=2, **common)
+    path = checkpoints.save_checkpoint(
+        tmp_path / "ckpt.npz", params=first.params, opt_state=first.opt_state, config={}, epoch=2
+    )
+    saved = checkpoints.load_checkpoint(
+        path, params_like=params, opt_state_like=optimizer.init(params)
+    )
+    resumed = training.train(
+        saved.params,
+        data.x_train,
+        data.y_train,
+        opt_state=saved.opt_state,
+        epochs=6,
+        start_epoch=saved.epoch,
+        **common,
+    )
+    chex.assert_trees_all_equal(resumed.params, straight.params)
+    assert (
+        first.history["train_loss"] + resumed.history["train_loss"]
+        == (straight.history["train_loss"])
+    )
+
+
+def test_divergence_stops_at_the_first_non_finite_loss(moons):
+    data, init_key, train_key = moons
+    params = nnjax.init_network(init_key, [2, 16, 2], "he")
+    result = training.train(
+        params,
+        data.x_train,
+        data.y_train,
+        optimizer=nnjax.sgd(1e4),
+        epochs=20,
+        batch_size=32,
+        key=train_key,
+    )
+    assert result.diverged is not None
+    assert result.epochs_run == result.diverged.epoch
+    assert len(result.history["train_loss"]) == result.epochs_run
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(result.params))
+
+
+def test_two_moons_reaches_99_percent(moons):
+    data, init_key, train_key = moons
+    params = nnjax.init_network(init_key, [2, 16, 16, 2], "he")
+    result = training.train(
+        params,
+        data.x_train,
+        data.y_train,
+        optimizer=nnjax.adam(1e-2),
+        epochs=60,
+        batch_size=32,
+        key=train_key,
+        validation=(data.x_test, data.y_test),
+    )
+    assert result.history["val_accuracy"][-1] >= 0.99
+
+
+def test_xor_with_the_spec_network_and_damped_momentum():
+    x, y = datasets.make_xor()
+    params = nnjax.init_network(jax.random.key(3), [2, 4, 1], "xavier")
+    result = training.train(
+        params,
+        x,
+        y,
+        activation="sigmoid",
+        loss="binary_cross_entropy",
+        optimizer=nnjax.momentum(2.0, 0.9),
+        epochs=2000,
+        batch_size=4,
+        key=jax.random.key(0),
+    )
+    assert result.history["train_accuracy"][-1] == 1.0
+
+
+def test_breast_cancer_with_sigmoid_and_bce_from_logits():
+    data_key, init_key, train_key = keys(0)
+    data = datasets.load_dataset("breast_cancer", data_key)
+    params = nnjax.init_network(init_key, [30, 32, 1], "xavier")
+    result = training.train(
+        params,
+        data.x_train,
+        data.y_train,
+        activation="relu",
+        loss="binary_cross_entropy",
+        optimizer=nnjax.adam(1e-3),
+        epochs=30,
+        batch_size=32,
+        key=train_key,
+        l2=1e-2,
+        validation=(data.x_test, data.y_test),
+    )
+    assert result.history["val_accuracy"][-1] >= 0.96
+
+
+def test_remainder_batches_and_full_batch(moons):
+    data, init_key, train_key = moons
+    x, y = data.x_train[:10], data.y_train[:10]
+    params = nnjax.init_network(init_key, [2, 4, 2], "he")
+    for batch_size in (4, 64):  # 10 = 2 * 4 + 2 dropped; 64 > 10 becomes full batch
+        result = training.train(
+            params, x, y, epochs=3, batch_size=batch_size, key=train_key, epochs_per_call=2
+        )
+        assert result.epochs_run == 3
+        assert len(result.history["train_loss"]) == 3
+
+
+def test_regression_history_has_no_accuracy(moons):
+    data, init_key, train_key = moons
+    targets = data.x_train[:, :1] * 2.0
+    params = nnjax.init_network(init_key, [2, 4, 1], "xavier")
+    result = training.train(
+        params, data.x_train, targets, activation="tanh", loss="mse", epochs=2, key=train_key
+    )
+    assert set(result.history) == {"train_loss"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"dropout_rate": 1.0}, r"dropout_rate must be in \[0, 1\)"),
+        ({"l2": -1.0}, r"l2 must be in \[0, inf\)"),
+        ({"grad": "numeric"}, "unknown grad 'numeric'"),
+        ({"activation": "swish"}, "unknown activation 'swish'"),
+        ({"start_epoch": 5}, r"start_epoch must be in \[0, epochs=2\]"),
+    ],
+)
+def test_bad_arguments_fail_before_training(moons, kwargs, message):
+    data, init_key, train_key = moons
+    params = nnjax.init_network(init_key, [2, 4, 2], "he")
+    options = {"epochs": 2, "key": train_key, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        training.train(params, data.x_train, data.y_train, **options)
+
+
+def test_mismatched_data_is_named(moons):
+    data, init_key, train_key = moons
+    params = nnjax.init_network(init_key, [2, 4, 2], "he")
+    with pytest.raises(ValueError, match=r"x must have shape \(n, 2\)"):
+        training.train(params, data.x_train[:, :1], data.y_train, key=train_key)
+    with pytest.raises(ValueError, match="x has 400 samples but y has 399"):
+        training.train(params, data.x_train, data.y_train[:-1], key=train_key)
+    with pytest.raises(ValueError, match="integer labels must have shape"):
+        training.train(params, data.x_train, jnp.zeros((400, 2), jnp.int32), key=train_key)
+
+
+def test_accuracy_definitions():
+    probs = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert float(training.accuracy(probs, jnp.array([0, 1, 1]), "softmax_cross_entropy")) == (
+        pytest.approx(2 / 3)
+    )
+    sig = jnp.array([[0.7], [0.2], [0.51]])
+    assert float(
+        training.accuracy(sig, jnp.array([[1.0], [1.0], [1.0]]), "binary_cross_entropy")
+    ) == (pytest.approx(2 / 3))
+    with pytest.raises(ValueError, match="not defined for loss 'mse'"):
+        training.accuracy(sig, sig, "mse")
