@@ -1,18 +1,40 @@
-"""The README's tour runs as written and does what it says."""
+"""The README's Python examples run as written and do what they say."""
 
 import pathlib
 import re
 
 import numpy as np
 
+README = pathlib.Path(__file__).parents[1] / "README.md"
 
-def test_readme_tour_runs_and_learns_xor(capsys):
-    readme = pathlib.Path(__file__).parents[1] / "README.md"
-    code = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)[0]
+
+def python_blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def run(code):
     namespace: dict = {}
-    exec(compile(code, str(readme), "exec"), namespace)
+    exec(compile(code, str(README), "exec"), namespace)
+    return namespace
+
+
+def test_readme_has_the_training_example_and_the_tour():
+    assert len(python_blocks()) == 2
+
+
+def test_training_example_reaches_its_accuracy(capsys):
+    (block,) = [b for b in python_blocks() if "training.train(" in b]
+    namespace = run(block)
+    assert namespace["result"].history["val_accuracy"][-1] >= 0.97
+    assert capsys.readouterr().out.strip()
+
+
+def test_tour_learns_xor(capsys):
+    (block,) = [b for b in python_blocks() if "A tour" not in b and "backward_pass(" in b]
+    namespace = run(block)
+    nnjax = namespace["nnjax"]
     predictions = np.asarray(
-        namespace["nnjax"].predict(namespace["params"], namespace["x"], **namespace["arch"])
+        nnjax.predict(namespace["params"], namespace["x"], **namespace["arch"])
     )
     np.testing.assert_array_equal(predictions.round(), [[0], [1], [1], [0]])
     assert "W" in capsys.readouterr().out
