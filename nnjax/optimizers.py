@@ -106,6 +106,34 @@ def sgd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _momentum(
+    learning_rate: ScalarOrSchedule, beta: float, gradient_weight: float, nesterov: bool
+) -> optax.GradientTransformation:
+    r""":math:`v_t = \beta v_{t-1} + c\,g_t`, step :math:`-\alpha v_t` (or Nesterov's
+    :math:`-\alpha(g_t + \beta v_t)`): ``c = 1 - beta`` is the damped form, ``c = 1`` the classical.
+    """
+    _check_learning_rate(learning_rate)
+    _check_decay("beta", beta)
+
+    def init_fn(params):
+        return MomentumState(_count(), _zeros_like(params))
+
+    def update_fn(grads, state, params=None):
+        del params
+        velocity = jax.tree.map(
+            lambda g, v: _like(gradient_weight, g) * g + _like(beta, g) * v, grads, state.velocity
+        )
+        direction = (
+            jax.tree.map(lambda g, v: g + _like(beta, g) * v, grads, velocity)
+            if nesterov
+            else velocity
+        )
+        updates = _scaled(learning_rate, state.count, direction)
+        return updates, MomentumState(_increment(state.count), velocity)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def momentum(
     learning_rate: ScalarOrSchedule = 0.01, beta: float = 0.9
 ) -> optax.GradientTransformation:
@@ -122,21 +150,7 @@ def momentum(
       learning_rate: :math:`\alpha > 0`, or a schedule.
       beta: :math:`\beta \in [0, 1)`.
     """
-    _check_learning_rate(learning_rate)
-    _check_decay("beta", beta)
-
-    def init_fn(params):
-        return MomentumState(_count(), _zeros_like(params))
-
-    def update_fn(grads, state, params=None):
-        del params
-        velocity = jax.tree.map(
-            lambda g, v: _like(1 - beta, g) * g + _like(beta, g) * v, grads, state.velocity
-        )
-        updates = _scaled(learning_rate, state.count, velocity)
-        return updates, MomentumState(_increment(state.count), velocity)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _momentum(learning_rate, beta, gradient_weight=1 - beta, nesterov=False)
 
 
 def classical_momentum(
@@ -156,24 +170,7 @@ def classical_momentum(
       beta: :math:`\beta \in [0, 1)`.
       nesterov: use Nesterov's look-ahead step.
     """
-    _check_learning_rate(learning_rate)
-    _check_decay("beta", beta)
-
-    def init_fn(params):
-        return MomentumState(_count(), _zeros_like(params))
-
-    def update_fn(grads, state, params=None):
-        del params
-        velocity = jax.tree.map(lambda g, v: g + _like(beta, g) * v, grads, state.velocity)
-        direction = (
-            jax.tree.map(lambda g, v: g + _like(beta, g) * v, grads, velocity)
-            if nesterov
-            else velocity
-        )
-        updates = _scaled(learning_rate, state.count, direction)
-        return updates, MomentumState(_increment(state.count), velocity)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _momentum(learning_rate, beta, gradient_weight=1.0, nesterov=nesterov)
 
 
 def adam(

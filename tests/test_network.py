@@ -285,3 +285,21 @@ def test_backward_pass_equals_autodiff_for_any_architecture(widths, batch, activ
         params, x, y = make_problem(seed, widths, loss, batch, jnp.float64)
         manual, reference = jit_manual_and_autodiff(params, x, y, activation=activation, loss=loss)
     assert relative_error(manual, reference) <= 1e-10
+
+
+def test_backward_pass_vmaps_over_a_stack_of_networks():
+    """K networks at once: jax.vmap over stacked parameters equals K separate calls."""
+    problems = [make_problem(seed, (3, 6, 2), "softmax_cross_entropy", 5) for seed in range(3)]
+    x, y = problems[0][1], problems[0][2]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(p for p, _, _ in problems))
+    arch = {"activation": "relu", "loss": "softmax_cross_entropy"}
+
+    def grads(params):
+        _, cache = nnjax.forward_pass(params, x, **arch)
+        return nnjax.backward_pass(params, x, y, cache, **arch)
+
+    batched = jax.jit(jax.vmap(grads))(stacked)
+    for k, (params, _, _) in enumerate(problems):
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda leaf, k=k: leaf[k], batched), grads(params), rtol=1e-6, atol=1e-7
+        )
