@@ -1,0 +1,62 @@
+"""The example scripts run end to end as a user runs them, reach their targets and write figures."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # conftest.py turns XLA's optimizations off for this process; the scripts get the defaults.
+    env = dict(os.environ)
+    flags = env.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "").strip()
+    if flags:
+        env["XLA_FLAGS"] = flags
+    else:
+        env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_xor_learns_xor_and_backward_pass_matches_autodiff(tmp_path):
+    out = run_script("xor.py", cwd=tmp_path).stdout
+    assert re.search(r"accuracy 100%", out), out
+    difference = re.search(r"max abs difference: (\S+)", out)
+    assert difference and float(difference.group(1)) < 1e-6, out
+    assert list(tmp_path.iterdir()) == []  # writes nothing
+
+
+@pytest.mark.parametrize(
+    ("script", "pngs"),
+    [
+        ("two_moons.py", ["decision_boundary.png", "history.png"]),
+        ("digits.py", ["confusion_matrix.png", "history.png"]),
+    ],
+)
+def test_script_reaches_its_accuracy_and_writes_figures(tmp_path, script, pngs):
+    out_dir = tmp_path / "out"
+    out = run_script(script, str(out_dir), cwd=tmp_path).stdout
+    accuracy = re.search(r"test accuracy (?:after \d+ epochs: )?([\d.]+)%", out)
+    assert accuracy, out
+    assert float(accuracy.group(1)) >= (99.0 if script == "two_moons.py" else 97.0), out
+    for png in pngs:
+        assert (out_dir / png).read_bytes().startswith(PNG_SIGNATURE), png
+        assert f"wrote {out_dir / png}" in out
+    if script == "digits.py":
+        difference = re.search(r"max relative difference (\S+)", out)
+        assert difference and float(difference.group(1)) < 1e-3, out
