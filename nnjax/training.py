@@ -28,6 +28,7 @@ and step.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -127,6 +128,47 @@ def evaluate(
     return value, acc.astype(value.dtype)
 
 
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _checked_data(
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    validation: tuple[jax.Array, jax.Array] | None,
+    activation: Any,
+    loss: str,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Checks training (and validation) data against one network's parameters, at trace cost.
+
+    Returns ``(x, y, x_val, y_val)`` with targets in the format ``loss`` needs. Without
+    validation data, ``x_val, y_val`` are one-sample placeholders that are never evaluated.
+    """
+    sizes = network.layer_sizes(params)
+    network.hidden_activations(activation, len(sizes) - 2)
+    pairs = [(x, y), validation] if validation is not None else [(x, y)]
+    checked = []
+    for name, (inputs, targets) in zip(("x", "validation x"), pairs, strict=False):
+        inputs = _validation.check_float_array(name, inputs)
+        if inputs.ndim != 2 or inputs.shape[1] != sizes[0]:
+            raise ValueError(f"{name} must have shape (n, {sizes[0]}), got {inputs.shape}")
+        targets = prepare_targets(targets, loss)
+        if targets.shape[0] != inputs.shape[0]:
+            raise ValueError(
+                f"{name} has {inputs.shape[0]} samples but its targets have {targets.shape[0]}"
+            )
+        # Tracing one evaluation runs every shape check of targets against outputs.
+        jax.eval_shape(
+            lambda p, x=inputs, y=targets: evaluate(p, x, y, activation=activation, loss=loss),
+            params,
+        )
+        checked.append((inputs, targets))
+    (x, y), (x_val, y_val) = checked[0], checked[-1] if validation is not None else (x[:1], y[:1])
+    return x, y, x_val, y_val
+
+
 def _gradient_fn(
     grad: str, activation: Any, loss: str, use_l2: bool, use_dropout: bool
 ) -> Callable:
@@ -163,19 +205,112 @@ def _gradient_fn(
     return manual if grad == "manual" else autodiff
 
 
-class _Carry(NamedTuple):
+class Hyperparameters(NamedTuple):
+    """The float hyperparameters of a training program: traced, so changing them never recompiles
+    (and a sweep can vmap over them)."""
+
+    learning_rate: jax.Array | float
+    l2: jax.Array | float
+    dropout_rate: jax.Array | float
+
+
+OptimizerFn = Callable[[Any], optax.GradientTransformation]
+
+
+def _optimizer_fn(optimizer: optax.GradientTransformation | OptimizerFn) -> OptimizerFn:
+    """A fixed optimizer ignores the traced learning rate; a factory is called with it."""
+    if isinstance(optimizer, optax.GradientTransformation):
+        return lambda learning_rate: optimizer
+    return optimizer
+
+
+def make_train_step(
+    *,
+    activation: str | Sequence[str] = "relu",
+    loss: str = "softmax_cross_entropy",
+    optimizer: optax.GradientTransformation | OptimizerFn,
+    grad: str = "manual",
+    use_l2: bool = False,
+    use_dropout: bool = False,
+) -> Callable:
+    """One optimizer step: ``step(params, opt_state, x, y, hyper, key) -> (params, opt_state, loss)``.
+
+    Args:
+      activation, loss: the architecture, as in ``network.forward_pass``.
+      optimizer: an ``optax.GradientTransformation``, or a function from a (traced) learning rate
+        to one, such as ``nnjax.adam``; then ``hyper.learning_rate`` is used.
+      grad: ``"manual"`` (``forward_pass`` + ``backward_pass``) or ``"autodiff"`` (``jax.grad``).
+      use_l2, use_dropout: whether the program contains L2 and dropout at all (static); their
+        strengths come from ``hyper`` (traced).
+
+    The step is pure: jit it (donating ``params`` and ``opt_state``), scan it, or vmap it.
+    ``loss`` returned is the training objective on the batch (with L2, with dropout).
+    """
+    value_and_grad = _gradient_fn(grad, activation, loss, use_l2, use_dropout)
+    optimizer_fn = _optimizer_fn(optimizer)
+
+    def step(params, opt_state, x, y, hyper: Hyperparameters, key):
+        value, grads = value_and_grad(params, x, y, hyper.l2, hyper.dropout_rate, key)
+        updates, opt_state = optimizer_fn(hyper.learning_rate).update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
+class EpochState(NamedTuple):
+    """What an epoch carries: parameters, optimizer state, and whether every loss was finite.
+
+    ``bad_step`` is the step (within the epoch) of the first non-finite loss, or -1.
+    """
+
     params: Any
     opt_state: Any
-    finite: jax.Array  # no non-finite loss seen yet
-    bad_epoch: jax.Array
+    finite: jax.Array
     bad_step: jax.Array
+
+
+def make_train_epoch(step: Callable, *, num_batches: int, batch_size: int) -> Callable:
+    """A whole epoch as one ``lax.scan``: ``epoch(state, x, y, hyper, key) -> (state, losses)``.
+
+    The epoch shuffles ``x`` and ``y`` with a key split from ``key``, cuts the first
+    ``num_batches * batch_size`` samples of the permutation into minibatches, and runs ``step``
+    on each, with dropout keys folded from the other half of ``key`` and the step number. At the
+    first non-finite loss the state stops changing (the parameters stay the last finite ones)
+    and ``state.finite`` becomes False. ``losses`` has shape ``(num_batches,)``.
+    """
+
+    def epoch(state: EpochState, x, y, hyper: Hyperparameters, key):
+        shuffle_key, step_key = jax.random.split(key)
+        order = jax.random.permutation(shuffle_key, x.shape[0])
+        batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
+
+        def body(state: EpochState, inputs):
+            i, index = inputs
+            params, opt_state, value = step(
+                state.params,
+                state.opt_state,
+                x[index],
+                y[index],
+                hyper,
+                jax.random.fold_in(step_key, i),
+            )
+            ok = state.finite & jnp.isfinite(value)
+            params, opt_state = jax.lax.cond(
+                ok, lambda: (params, opt_state), lambda: (state.params, state.opt_state)
+            )
+            bad_step = jnp.where(state.finite & ~ok, i, state.bad_step)
+            return EpochState(params, opt_state, ok, bad_step), value
+
+        return jax.lax.scan(body, state, (jnp.arange(num_batches), batches))
+
+    return epoch
 
 
 def _build_program(
     *,
     activation: Any,
     loss: str,
-    optimizer: optax.GradientTransformation,
+    optimizer: optax.GradientTransformation | OptimizerFn,
     grad: str,
     use_l2: bool,
     use_dropout: bool,
@@ -184,83 +319,90 @@ def _build_program(
     with_validation: bool,
     max_epochs: int,
 ) -> Callable:
-    """The compiled training program: ``num_epochs`` (traced) epochs from ``first_epoch``."""
-    value_and_grad = _gradient_fn(grad, activation, loss, use_l2, use_dropout)
+    """The training program, not yet compiled: ``num_epochs`` (traced) epochs from
+    ``first_epoch``, with the metrics of each epoch, stopping early at a non-finite loss.
+
+    ``run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs)`` returns
+    ``(state, bad_epoch, epochs_done, metrics)`` with ``metrics`` of shape ``(max_epochs, 4)``:
+    train loss and accuracy, validation loss and accuracy (NaN where absent).
+    """
+    step = make_train_step(
+        activation=activation,
+        loss=loss,
+        optimizer=optimizer,
+        grad=grad,
+        use_l2=use_l2,
+        use_dropout=use_dropout,
+    )
+    epoch_fn = make_train_epoch(step, num_batches=num_batches, batch_size=batch_size)
     arch = {"activation": activation, "loss": loss}
 
-    def train_step(carry: _Carry, inputs, *, x, y, l2, dropout_rate, epoch, epoch_key):
-        step, batch_index = inputs
-        value, grads = value_and_grad(
-            carry.params,
-            x[batch_index],
-            y[batch_index],
-            l2,
-            dropout_rate,
-            jax.random.fold_in(epoch_key, step),
-        )
-        updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
-        params = optax.apply_updates(carry.params, updates)
-        ok = carry.finite & jnp.isfinite(value)
-        newly_bad = carry.finite & ~ok
-        carry = _Carry(
-            *jax.lax.cond(
-                ok,
-                lambda: (params, opt_state),
-                lambda: (carry.params, carry.opt_state),
-            ),
-            ok,
-            jnp.where(newly_bad, epoch, carry.bad_epoch),
-            jnp.where(newly_bad, step, carry.bad_step),
-        )
-        return carry, None
+    def run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs):
+        nan = jnp.full((), jnp.nan, x.dtype)
 
-    def run(params, opt_state, x, y, x_val, y_val, l2, dropout_rate, key, first_epoch, num_epochs):
-        metrics = jnp.full((max_epochs, 4), jnp.nan, x.dtype)
-
-        def one_epoch(state):
-            i, carry, metrics = state
+        def one_epoch(loop):
+            i, state, bad_epoch, metrics = loop
             epoch = first_epoch + i
-            shuffle_key, epoch_key = jax.random.split(jax.random.fold_in(key, epoch))
-            order = jax.random.permutation(shuffle_key, x.shape[0])
-            batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
-
-            def step(carry, inputs):
-                return train_step(
-                    carry,
-                    inputs,
-                    x=x,
-                    y=y,
-                    l2=l2,
-                    dropout_rate=dropout_rate,
-                    epoch=epoch,
-                    epoch_key=epoch_key,
-                )
-
-            carry, _ = jax.lax.scan(step, carry, (jnp.arange(num_batches), batches))
+            state, _ = epoch_fn(state, x, y, hyper, jax.random.fold_in(key, epoch))
+            validation = evaluate(state.params, x_val, y_val, **arch) if with_validation else ()
             row = jnp.stack(
                 [
-                    *evaluate(carry.params, x, y, **arch),
-                    *(
-                        evaluate(carry.params, x_val, y_val, **arch)
-                        if with_validation
-                        else (jnp.full((), jnp.nan, x.dtype),) * 2
-                    ),
+                    *evaluate(state.params, x, y, **arch),
+                    *validation,
+                    *(nan,) * (2 - len(validation)),
                 ]
-            ).astype(x.dtype)
-            return i + 1, carry, metrics.at[i].set(row)
+            )
+            bad_epoch = jnp.where(state.finite, bad_epoch, epoch)
+            return i + 1, state, bad_epoch, metrics.at[i].set(row.astype(x.dtype))
 
-        def keep_going(state):
-            i, carry, _ = state
-            return (i < num_epochs) & carry.finite
+        def keep_going(loop):
+            i, state, _, _ = loop
+            return (i < num_epochs) & state.finite
 
-        start = _Carry(params, opt_state, jnp.array(True), jnp.array(-1), jnp.array(-1))
-        epochs_done, carry, metrics = jax.lax.while_loop(
-            keep_going, one_epoch, (jnp.array(0), start, metrics)
+        start = EpochState(params, opt_state, jnp.array(True), jnp.array(-1))
+        metrics = jnp.full((max_epochs, 4), jnp.nan, x.dtype)
+        epochs_done, state, bad_epoch, metrics = jax.lax.while_loop(
+            keep_going, one_epoch, (jnp.array(0), start, jnp.array(-1), metrics)
         )
-        return carry, epochs_done, metrics
+        return state, bad_epoch, epochs_done, metrics
 
+    return run
+
+
+class _ProgramConfig(NamedTuple):
+    """Everything static about a training program (hashable: the key of the compile cache)."""
+
+    activation: str | tuple[str, ...]
+    loss: str
+    optimizer: optax.GradientTransformation | OptimizerFn
+    grad: str
+    use_l2: bool
+    use_dropout: bool
+    num_batches: int
+    batch_size: int
+    with_validation: bool
+    max_epochs: int
+    vmapped: bool  # one model per leading index of params, opt_state, hyper and key
+
+
+def _compiled_program(config: _ProgramConfig, *args: Any) -> Any:
+    """The compiled program for ``config`` and the shapes of ``args``, compiled at most once."""
+    leaves, treedef = jax.tree.flatten(args)
+    signature = (treedef, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves))
+    return _compile(config, signature)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(config: _ProgramConfig, signature: tuple) -> Any:
+    treedef, structs = signature
+    options = config._asdict()
+    vmapped = options.pop("vmapped")
+    program = _build_program(**options)
+    if vmapped:
+        program = jax.vmap(program, in_axes=(0, 0, None, None, None, None, 0, 0, None, None))
     # Parameters and optimizer state are donated: the new ones reuse their buffers.
-    return jax.jit(run, donate_argnums=(0, 1))
+    jitted = jax.jit(program, donate_argnums=(0, 1))
+    return jitted.lower(*jax.tree.unflatten(treedef, structs)).compile()
 
 
 def train(
@@ -307,37 +449,19 @@ def train(
     Returns:
       A ``TrainResult``.
     """
-    sizes = network.layer_sizes(params)
-    x = _validation.check_float_array("x", x)
-    if x.ndim != 2 or x.shape[1] != sizes[0]:
-        raise ValueError(f"x must have shape (n, {sizes[0]}), got {x.shape}")
-    y = prepare_targets(y, loss)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+    x, y, x_val, y_val = _checked_data(params, x, y, validation, activation, loss)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _check_positive_int(name, value)
     if not 0 <= start_epoch <= epochs:
         raise ValueError(f"start_epoch must be in [0, epochs={epochs}], got {start_epoch}")
     _validation.check_in_range("l2", l2, low=0.0)
     _validation.check_in_range("dropout_rate", dropout_rate, low=0.0, high=1.0)
-    network.hidden_activations(activation, len(sizes) - 2)
-    # One evaluation traces every shape check (targets against outputs) before any work.
-    jax.eval_shape(lambda p: evaluate(p, x, y, activation=activation, loss=loss), params)
-    if validation is not None:
-        x_val = _validation.check_float_array("validation x", validation[0])
-        y_val = prepare_targets(validation[1], loss)
-        jax.eval_shape(
-            lambda p: evaluate(p, x_val, y_val, activation=activation, loss=loss), params
-        )
-    else:
-        x_val, y_val = x[:1], y[:1]  # placeholders of the right rank; never evaluated
 
     optimizer = optimizers.adam(1e-3) if optimizer is None else optimizer
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     batch_size = min(batch_size, x.shape[0])
     num_batches = x.shape[0] // batch_size
-    program = _build_program(
+    config = _ProgramConfig(
         activation=activation if isinstance(activation, str) else tuple(activation),
         loss=loss,
         optimizer=optimizer,
@@ -348,18 +472,19 @@ def train(
         batch_size=batch_size,
         with_validation=validation is not None,
         max_epochs=_MAX_EPOCHS_PER_CALL,
+        vmapped=False,
     )
 
     # Place everything on the device once; copies let the caller keep its own arrays, which
     # donation would otherwise invalidate.
     params, opt_state = jax.tree.map(jnp.array, (params, opt_state))
     x, y, x_val, y_val = jax.device_put((x, y, x_val, y_val))
-    hyper = (jnp.asarray(l2, x.dtype), jnp.asarray(dropout_rate, x.dtype))
+    hyper = Hyperparameters(*(jnp.asarray(v, x.dtype) for v in (0.0, l2, dropout_rate)))
 
     start = time.perf_counter()
-    compiled = program.lower(
-        params, opt_state, x, y, x_val, y_val, *hyper, key, jnp.array(0), jnp.array(1)
-    ).compile()
+    compiled = _compiled_program(
+        config, params, opt_state, x, y, x_val, y_val, hyper, key, jnp.array(0), jnp.array(1)
+    )
     compile_seconds = time.perf_counter() - start
 
     history: History = {"train_loss": [], "train_accuracy": [], "val_loss": [], "val_accuracy": []}
@@ -367,16 +492,16 @@ def train(
     while epoch < epochs and diverged is None:
         chunk = max(1, min(chunk, epochs - epoch, _MAX_EPOCHS_PER_CALL))
         t0 = time.perf_counter()
-        carry, done, metrics = compiled(
-            params, opt_state, x, y, x_val, y_val, *hyper, key, jnp.array(epoch), jnp.array(chunk)
+        state, bad_epoch, done, metrics = compiled(
+            params, opt_state, x, y, x_val, y_val, hyper, key, jnp.array(epoch), jnp.array(chunk)
         )
-        done, metrics, finite = jax.device_get((done, metrics, carry.finite))
+        done, metrics, finite = jax.device_get((done, metrics, state.finite))
         done = int(done)
         elapsed = time.perf_counter() - t0
         run_seconds += elapsed
-        params, opt_state = carry.params, carry.opt_state
+        params, opt_state = state.params, state.opt_state
         if not finite:
-            diverged = Divergence(int(carry.bad_epoch), int(carry.bad_step))
+            diverged = Divergence(int(bad_epoch), int(state.bad_step))
             done -= 1  # the epoch where the loss diverged did not complete
         for row in metrics[:done]:
             for name, value in zip(history, row, strict=True):
@@ -400,10 +525,144 @@ def train(
     )
 
 
-def _public_history(history: History, loss: str, with_validation: bool) -> History:
-    keys = ["train_loss"]
-    if has_accuracy(loss):
-        keys.append("train_accuracy")
+def _history_keys(loss: str, with_validation: bool) -> list[str]:
+    keys = ["train_loss", "train_accuracy"] if has_accuracy(loss) else ["train_loss"]
     if with_validation:
-        keys += ["val_loss", "val_accuracy"] if has_accuracy(loss) else ["val_loss"]
-    return {k: list(history[k]) for k in keys}
+        keys += [key.replace("train", "val") for key in keys]
+    return keys
+
+
+def _public_history(history: History, loss: str, with_validation: bool) -> History:
+    return {k: list(history[k]) for k in _history_keys(loss, with_validation)}
+
+
+class SweepResult(NamedTuple):
+    """What ``sweep`` returns; model ``k`` used ``seeds[k]``, ``learning_rates[k]`` and so on.
+
+    Attributes:
+      params: the trained parameters, every leaf with a leading axis of ``K`` models.
+      history: ``train_loss``, ``train_accuracy`` (and ``val_*`` with validation data), each a
+        NumPy array ``(K, epochs)``; NaN after a model's loss diverged.
+      diverged: ``(K,)`` booleans, True where a model met a non-finite loss (its parameters are
+        the last finite ones).
+      model_steps_per_second: ``K`` times the optimizer steps per second, compilation excluded.
+      compile_seconds: time spent compiling the program.
+    """
+
+    params: Any
+    history: dict[str, np.ndarray]
+    diverged: np.ndarray
+    model_steps_per_second: float
+    compile_seconds: float
+
+
+def _per_model(name: str, value: Any, num_models: int, dtype: jnp.dtype) -> jax.Array:
+    """A scalar is used by every model; a sequence must have one entry per model."""
+    array = jnp.asarray(value, dtype)
+    if array.ndim == 0:
+        return jnp.full((num_models,), array)
+    if array.shape != (num_models,):
+        raise ValueError(
+            f"{name} must be a scalar or have one value per model ({num_models},), "
+            f"got shape {array.shape}"
+        )
+    return array
+
+
+def sweep(
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    layer_sizes: Sequence[int],
+    seeds: Sequence[int],
+    learning_rates: Any,
+    l2: Any = 0.0,
+    dropout_rates: Any = 0.0,
+    optimizer: OptimizerFn = optimizers.adam,
+    activation: str | Sequence[str] = "relu",
+    loss: str = "softmax_cross_entropy",
+    init: str = "he",
+    epochs: int = 10,
+    batch_size: int = 32,
+    grad: str = "manual",
+    validation: tuple[jax.Array, jax.Array] | None = None,
+) -> SweepResult:
+    """Trains ``K`` networks in one compiled program, vmapped over seeds and hyperparameters.
+
+    Model ``k`` is initialized and shuffled from ``jax.random.key(seeds[k])`` and trained with
+    ``optimizer(learning_rates[k])``, L2 strength ``l2[k]`` and dropout rate ``dropout_rates[k]``
+    (a scalar applies to every model). The hyperparameters are traced, not compiled in: another
+    sweep of the same shapes reuses the compiled program. Otherwise it is ``train``, ``K`` times
+    at once: the same epochs, minibatches and metrics.
+
+    Args:
+      x, y: the training data, shared by all models (as for ``train``).
+      layer_sizes: ``[n_in, hidden..., n_out]``.
+      seeds: ``K`` integer seeds.
+      learning_rates, l2, dropout_rates: scalars or ``(K,)`` arrays.
+      optimizer: a function from a learning rate to an ``optax.GradientTransformation``, such as
+        ``nnjax.adam`` (the default), ``nnjax.sgd`` or
+        ``lambda lr: nnjax.momentum(lr, beta=0.9)``.
+      activation, loss, init, epochs, batch_size, grad, validation: as for ``train``.
+    """
+    seeds = jnp.asarray(seeds, jnp.uint32)
+    if seeds.ndim != 1 or seeds.size == 0:
+        raise ValueError(f"seeds must be a non-empty 1-D sequence, got shape {seeds.shape}")
+    num_models = seeds.shape[0]
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        _check_positive_int(name, value)
+    sizes = _validation.check_layer_sizes(layer_sizes)
+    dtype = _validation.check_float_array("x", x).dtype
+    keys = jax.vmap(jax.random.key)(seeds)
+    init_keys, train_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    params = jax.vmap(lambda k: network.init_network(k, sizes, init, dtype))(init_keys)
+    template = jax.tree.map(lambda leaf: leaf[0], params)
+    x, y, x_val, y_val = _checked_data(template, x, y, validation, activation, loss)
+    hyper = Hyperparameters(
+        *(
+            _per_model(name, value, num_models, x.dtype)
+            for name, value in (
+                ("learning_rates", learning_rates),
+                ("l2", l2),
+                ("dropout_rates", dropout_rates),
+            )
+        )
+    )
+    for value in np.asarray(hyper.learning_rate):
+        _validation.check_positive("learning_rates", value)
+    for value in np.asarray(hyper.l2):
+        _validation.check_in_range("l2", value, low=0.0)
+    for value in np.asarray(hyper.dropout_rate):
+        _validation.check_in_range("dropout_rates", value, low=0.0, high=1.0)
+    opt_state = jax.vmap(lambda p, lr: optimizer(lr).init(p))(params, hyper.learning_rate)
+
+    batch_size = min(batch_size, x.shape[0])
+    config = _ProgramConfig(
+        activation=activation if isinstance(activation, str) else tuple(activation),
+        loss=loss,
+        optimizer=optimizer,
+        grad=grad,
+        use_l2=bool(np.any(np.asarray(hyper.l2) != 0)),
+        use_dropout=bool(np.any(np.asarray(hyper.dropout_rate) != 0)),
+        num_batches=x.shape[0] // batch_size,
+        batch_size=batch_size,
+        with_validation=validation is not None,
+        max_epochs=epochs,
+        vmapped=True,
+    )
+    args = (params, opt_state, x, y, x_val, y_val, hyper, train_keys, jnp.array(0))
+    start = time.perf_counter()
+    compiled = _compiled_program(config, *args, jnp.array(epochs))
+    compile_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    state, _, _, metrics = jax.block_until_ready(compiled(*args, jnp.array(epochs)))
+    seconds = time.perf_counter() - start
+    metrics = np.asarray(metrics)
+    names = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    keys = _history_keys(loss, validation is not None)
+    history = {name: metrics[:, :, i] for i, name in enumerate(names) if name in keys}
+    steps = num_models * epochs * (x.shape[0] // batch_size)
+    return SweepResult(
+        state.params, history, ~np.asarray(state.finite), steps / seconds, compile_seconds
+    )

@@ -244,7 +244,7 @@ def test_mismatched_data_is_named(moons):
     params = nnjax.init_network(init_key, [2, 4, 2], "he")
     with pytest.raises(ValueError, match=r"x must have shape \(n, 2\)"):
         training.train(params, data.x_train[:, :1], data.y_train, key=train_key)
-    with pytest.raises(ValueError, match="x has 400 samples but y has 399"):
+    with pytest.raises(ValueError, match="x has 400 samples but its targets have 399"):
         training.train(params, data.x_train, data.y_train[:-1], key=train_key)
     with pytest.raises(ValueError, match="integer labels must have shape"):
         training.train(params, data.x_train, jnp.zeros((400, 2), jnp.int32), key=train_key)
@@ -261,3 +261,73 @@ def test_accuracy_definitions():
     ) == (pytest.approx(2 / 3))
     with pytest.raises(ValueError, match="not defined for loss 'mse'"):
         training.accuracy(sig, sig, "mse")
+
+
+def test_sweep_trains_each_model_as_train_would(moons):
+    data, _, _ = moons
+    learning_rates = np.array([1e-3, 1e-2, 3e-2])
+    seeds = [0, 1, 2]
+    common = {"epochs": 3, "batch_size": 50, "validation": (data.x_test, data.y_test)}
+    result = training.sweep(
+        data.x_train,
+        data.y_train,
+        layer_sizes=[2, 8, 2],
+        seeds=seeds,
+        learning_rates=learning_rates,
+        l2=1e-3,
+        dropout_rates=[0.0, 0.1, 0.2],
+        **common,
+    )
+    assert result.history["val_accuracy"].shape == (3, 3)
+    assert not result.diverged.any()
+    k = 2
+    init_key, train_key = jax.random.split(jax.random.key(seeds[k]))
+    single = training.train(
+        nnjax.init_network(init_key, [2, 8, 2], "he"),
+        data.x_train,
+        data.y_train,
+        optimizer=nnjax.adam(float(learning_rates[k])),
+        key=train_key,
+        l2=1e-3,
+        dropout_rate=0.2,
+        **common,
+    )
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda leaf: leaf[k], result.params), single.params, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        result.history["train_loss"][k], single.history["train_loss"], rtol=1e-5
+    )
+
+
+def test_sweep_hyperparameters_are_traced_not_compiled_in(moons):
+    data, _, _ = moons
+    options = {"layer_sizes": [2, 4, 2], "seeds": [0, 1], "epochs": 1, "batch_size": 100}
+    training.sweep(data.x_train, data.y_train, learning_rates=[1e-3, 1e-2], **options)
+    compiled = training._compile.cache_info().misses
+    again = training.sweep(data.x_train, data.y_train, learning_rates=[5e-3, 0.2], **options)
+    assert training._compile.cache_info().misses == compiled
+    assert again.compile_seconds < 0.5
+
+
+def test_sweep_rejects_mismatched_hyperparameters(moons):
+    data, _, _ = moons
+    with pytest.raises(
+        ValueError, match=r"learning_rates must be a scalar or have one value per model \(2,\)"
+    ):
+        training.sweep(
+            data.x_train,
+            data.y_train,
+            layer_sizes=[2, 4, 2],
+            seeds=[0, 1],
+            learning_rates=[1e-3] * 3,
+        )
+    with pytest.raises(ValueError, match=r"dropout_rates must be in \[0, 1\)"):
+        training.sweep(
+            data.x_train,
+            data.y_train,
+            layer_sizes=[2, 4, 2],
+            seeds=[0],
+            learning_rates=1e-3,
+            dropout_rates=1.0,
+        )
