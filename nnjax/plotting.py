@@ -35,6 +35,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_decision_boundary",
     "plot_history",
+    "plot_sweep",
 ]
 
 DPI = 110
@@ -381,4 +382,58 @@ def plot_confusion_matrix(y_true: Any, y_pred: Any, num_classes: int, path: Path
     ax.set_ylabel("true")
     accuracy = np.trace(counts) / counts.sum() if counts.sum() else float("nan")
     ax.set_title(f"Confusion matrix (accuracy {accuracy:.1%})")
+    return _save(fig, path)
+
+
+def plot_sweep(
+    values: Any,
+    final_losses: Any,
+    path: PathLike,
+    *,
+    xlabel: str = "learning rate",
+    log_x: bool = True,
+) -> Path:
+    """Final loss against a swept hyperparameter, the median over seeds with a min-max band.
+
+    Args:
+      values: the hyperparameter values, shape ``(v,)``.
+      final_losses: the final loss of each run, shape ``(v, seeds)``; non-finite entries (runs that
+        diverged) are left out of the median and the band, and counted in the legend.
+      path: where to write the PNG.
+      xlabel: the hyperparameter's name.
+      log_x: a logarithmic x axis (for learning rates and other scales).
+    """
+    values = np.asarray(values, dtype=float)
+    losses = np.asarray(final_losses, dtype=float)
+    if values.ndim != 1 or losses.ndim != 2 or losses.shape[0] != values.shape[0]:
+        raise ValueError(
+            f"values must be (v,) and final_losses (v, seeds); got {values.shape} and {losses.shape}"
+        )
+    finite = np.isfinite(losses)
+    masked = np.where(finite, losses, np.nan)
+    shown = finite.any(axis=1)
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    median = np.nanmedian(masked[shown], axis=1)
+    ax.fill_between(
+        values[shown],
+        np.nanmin(masked[shown], axis=1),
+        np.nanmax(masked[shown], axis=1),
+        alpha=0.3,
+        label=f"min-max over {losses.shape[1]} seeds",
+    )
+    ax.plot(values[shown], median, marker="o", label="median")
+    diverged = int((~finite).sum())
+    if diverged:
+        ax.plot([], [], " ", label=f"{diverged} runs diverged (left out)")
+    if log_x:
+        ax.set_xscale("log")
+    if np.all(median > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("final training loss")
+    ax.set_title(f"Final loss against {xlabel}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
     return _save(fig, path)

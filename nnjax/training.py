@@ -295,8 +295,12 @@ def make_train_epoch(step: Callable, *, num_batches: int, batch_size: int) -> Ca
                 jax.random.fold_in(step_key, i),
             )
             ok = state.finite & jnp.isfinite(value)
-            params, opt_state = jax.lax.cond(
-                ok, lambda: (params, opt_state), lambda: (state.params, state.opt_state)
+            # A select, not a lax.cond: XLA fuses it into the update (a cond costs a copy of
+            # every parameter and a branch per step).
+            params, opt_state = jax.tree.map(
+                lambda new, old: jnp.where(ok, new, old),
+                (params, opt_state),
+                (state.params, state.opt_state),
             )
             bad_step = jnp.where(state.finite & ~ok, i, state.bad_step)
             return EpochState(params, opt_state, ok, bad_step), value

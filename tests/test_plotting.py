@@ -334,3 +334,13 @@ def test_overwrites_existing_file_with_umask_permissions(tmp_path: Path) -> None
         umask = os.umask(0)
         os.umask(umask)
         assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_plot_sweep_writes_a_png_and_leaves_out_diverged_runs(tmp_path):
+    rates = np.logspace(-3, 0, 4)
+    losses = np.array([[0.5, 0.4], [0.1, 0.2], [0.01, np.nan], [np.inf, np.nan]])
+    path = plotting.plot_sweep(rates, losses, tmp_path / "sweep.png")
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ValueError, match=r"final_losses \(v, seeds\)"):
+        plotting.plot_sweep(rates, losses[:3], tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()

@@ -60,3 +60,29 @@ def test_script_reaches_its_accuracy_and_writes_figures(tmp_path, script, pngs):
     if script == "digits.py":
         difference = re.search(r"max relative difference (\S+)", out)
         assert difference and float(difference.group(1)) < 1e-3, out
+
+
+def test_learning_rate_sweep_plots_loss_against_rate(tmp_path):
+    out = run_script("sweep_learning_rate.py", str(tmp_path), cwd=tmp_path).stdout
+    assert "48 models" in out
+    best = re.search(r"best learning rate: (\S+)", out)
+    assert best and 1e-3 < float(best.group(1)) < 1.0, out
+    assert (tmp_path / "sweep.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_benchmark_quick_runs_and_reports(tmp_path):
+    import json
+
+    report_path = tmp_path / "benchmark.json"
+    out = run_script("benchmark.py", "--quick", "--json", str(report_path), cwd=tmp_path).stdout
+    assert "GFLOP/s" in out and "targets:" in out
+    report = json.loads(report_path.read_text())
+    assert report["quick"] is True
+    assert {row["loop"] for row in report["rows"]} == {"epoch", "step"}
+    for row in report["rows"]:
+        assert row["manual_steps_per_s"] > 0 and row["autodiff_steps_per_s"] > 0
+        assert row["manual_over_autodiff"] == pytest.approx(
+            row["manual_steps_per_s"] / row["autodiff_steps_per_s"]
+        )
+    assert report["sweep"]["models"] == 8
+    assert all(isinstance(t["met"], bool) for t in report["targets"])

@@ -307,7 +307,7 @@ def test_sweep_hyperparameters_are_traced_not_compiled_in(moons):
     compiled = training._compile.cache_info().misses
     again = training.sweep(data.x_train, data.y_train, learning_rates=[5e-3, 0.2], **options)
     assert training._compile.cache_info().misses == compiled
-    assert again.compile_seconds < 0.5
+    assert again.history["train_loss"].shape == (2, 1)
 
 
 def test_sweep_rejects_mismatched_hyperparameters(moons):
