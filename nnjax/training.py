@@ -29,6 +29,7 @@ and step.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -269,10 +270,52 @@ class EpochState(NamedTuple):
     bad_step: jax.Array
 
 
+_FEISTEL_ROUNDS = 8
+
+
+def _mix32(x: jax.Array) -> jax.Array:
+    """A 32-bit integer hash (the "lowbias32" xor-shift-multiply mixer)."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def shuffle_indices(key: jax.Array, n: int) -> jax.Array:
+    """A pseudo-random permutation of ``0 .. n-1`` chosen by ``key``, computed without sorting.
+
+    ``jax.random.permutation`` sorts random keys, and a sort is the slowest part of a small
+    network's epoch on a CPU (about 7 ms for 12,800 indices, ten times this). Here each index is
+    encrypted instead: a balanced 8-round Feistel network over the ``2k`` bits that cover ``n``,
+    with round keys drawn from ``key`` and the mixer ``_mix32`` as its round function, is a
+    bijection of ``[0, 4^k)``; re-encrypting every value that falls outside ``[0, n)`` until it
+    falls inside ("cycle walking") restricts it to a bijection of ``[0, n)``. The cost is O(n)
+    elementwise integer work. Each index lands in every position with frequency ``1/n`` up to
+    sampling noise (a test checks it), which is what minibatch shuffling needs; it is not a
+    uniform draw from all ``n!`` permutations.
+
+    Returns int32 indices of shape ``(n,)``.
+    """
+    half = max(1, (max(1, math.ceil(math.log2(n))) + 1) // 2)
+    mask = jnp.uint32((1 << half) - 1)
+    round_keys = jax.random.bits(key, (_FEISTEL_ROUNDS,), jnp.uint32)
+
+    def encrypt(v):
+        left, right = v >> half, v & mask
+        for r in range(_FEISTEL_ROUNDS):
+            left, right = right, left ^ (_mix32(right ^ round_keys[r]) & mask)
+        return (left << half) | right
+
+    v = encrypt(jnp.arange(n, dtype=jnp.uint32))
+    v = jax.lax.while_loop(lambda v: jnp.any(v >= n), lambda v: jnp.where(v >= n, encrypt(v), v), v)
+    return v.astype(jnp.int32)
+
+
 def make_train_epoch(step: Callable, *, num_batches: int, batch_size: int) -> Callable:
     """A whole epoch as one ``lax.scan``: ``epoch(state, x, y, hyper, key) -> (state, losses)``.
 
-    The epoch shuffles ``x`` and ``y`` with a key split from ``key``, cuts the first
+    The epoch shuffles ``x`` and ``y`` (``shuffle_indices``) with a key split from ``key``, cuts the first
     ``num_batches * batch_size`` samples of the permutation into minibatches, and runs ``step``
     on each, with dropout keys folded from the other half of ``key`` and the step number. At the
     first non-finite loss the state stops changing (the parameters stay the last finite ones)
@@ -281,7 +324,7 @@ def make_train_epoch(step: Callable, *, num_batches: int, batch_size: int) -> Ca
 
     def epoch(state: EpochState, x, y, hyper: Hyperparameters, key):
         shuffle_key, step_key = jax.random.split(key)
-        order = jax.random.permutation(shuffle_key, x.shape[0])
+        order = shuffle_indices(shuffle_key, x.shape[0])
         batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
 
         def body(state: EpochState, inputs):

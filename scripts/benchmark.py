@@ -112,7 +112,7 @@ def build_variants(sizes, batch, num_batches):
             memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
         ) / 2**20
         variants[grad] = {
-            "shuffle": jax.jit(lambda key, n=x.shape[0]: jax.random.permutation(key, n)),
+            "shuffle": jax.jit(lambda key, n=x.shape[0]: training.shuffle_indices(key, n)),
             "epoch": epoch_exe,
             "step": step_exe,
             "state": state,

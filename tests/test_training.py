@@ -331,3 +331,28 @@ def test_sweep_rejects_mismatched_hyperparameters(moons):
             learning_rates=1e-3,
             dropout_rates=1.0,
         )
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64, 1000, 4097])
+def test_shuffle_indices_is_a_permutation(n):
+    order = np.asarray(jax.jit(training.shuffle_indices, static_argnums=1)(jax.random.key(n), n))
+    assert order.dtype == np.int32
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+
+
+def test_shuffle_indices_puts_every_index_everywhere_alike():
+    """Over 20,000 keys, each index lands in each of 10 positions about 1/10 of the time."""
+    n, draws = 10, 20_000
+    orders = np.asarray(
+        jax.jit(jax.vmap(lambda k: training.shuffle_indices(k, n)))(
+            jax.random.split(jax.random.key(0), draws)
+        )
+    )
+    counts = np.stack([np.bincount(orders[:, position], minlength=n) for position in range(n)])
+    expected = draws / n
+    chi_square = float(((counts - expected) ** 2 / expected).sum())
+    # 81 degrees of freedom: the 99.9% quantile of the chi-square distribution is about 126.
+    assert chi_square < 126, counts
+    different = training.shuffle_indices(jax.random.key(1), 1000)
+    assert not np.array_equal(different, training.shuffle_indices(jax.random.key(2), 1000))
+    np.testing.assert_array_equal(different, training.shuffle_indices(jax.random.key(1), 1000))
