@@ -218,8 +218,9 @@ def adam(
         count = _increment(state.count)
 
         def step(m, v):
-            m_hat = m / (1 - beta1**count).astype(m.dtype)
-            v_hat = v / (1 - beta2**count).astype(v.dtype)
+            # In the moments' dtype: no float64 enters a float32 program, even under x64.
+            m_hat = m / (1 - _like(beta1, m) ** count)
+            v_hat = v / (1 - _like(beta2, v) ** count)
             return m_hat / (jnp.sqrt(v_hat + _like(eps_root, v)) + _like(epsilon, v))
 
         updates = _scaled(learning_rate, state.count, jax.tree.map(step, mu, nu))

@@ -107,7 +107,10 @@ def dropout_forward(
     _validation.check_in_range("p_drop", p_drop, low=0.0, high=1.0)
     x = _validation.check_float_array("x", x)
     keep = 1 - jnp.asarray(p_drop, x.dtype)
-    mask = jax.random.bernoulli(key, keep, x.shape).astype(x.dtype)
+    # Bernoulli(keep) as jax.random.bernoulli draws it, with typed bounds so that no float64
+    # constant enters a float32 program under x64.
+    zero, one = jnp.zeros((), x.dtype), jnp.ones((), x.dtype)
+    mask = (jax.random.uniform(key, x.shape, x.dtype, zero, one) < keep).astype(x.dtype)
     if inverted:
         mask = mask / keep
     return x * mask, mask

@@ -129,6 +129,11 @@ def evaluate(
     return value, acc.astype(value.dtype)
 
 
+def _int32(value: int) -> jax.Array:
+    """Epoch and step counters are int32 whether or not x64 is enabled."""
+    return jnp.asarray(value, jnp.int32)
+
+
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -348,7 +353,7 @@ def make_train_epoch(step: Callable, *, num_batches: int, batch_size: int) -> Ca
             bad_step = jnp.where(state.finite & ~ok, i, state.bad_step)
             return EpochState(params, opt_state, ok, bad_step), value
 
-        return jax.lax.scan(body, state, (jnp.arange(num_batches), batches))
+        return jax.lax.scan(body, state, (jnp.arange(num_batches, dtype=jnp.int32), batches))
 
     return epoch
 
@@ -406,10 +411,10 @@ def _build_program(
             i, state, _, _ = loop
             return (i < num_epochs) & state.finite
 
-        start = EpochState(params, opt_state, jnp.array(True), jnp.array(-1))
+        start = EpochState(params, opt_state, jnp.array(True), _int32(-1))
         metrics = jnp.full((max_epochs, 4), jnp.nan, x.dtype)
         epochs_done, state, bad_epoch, metrics = jax.lax.while_loop(
-            keep_going, one_epoch, (jnp.array(0), start, jnp.array(-1), metrics)
+            keep_going, one_epoch, (_int32(0), start, _int32(-1), metrics)
         )
         return state, bad_epoch, epochs_done, metrics
 
@@ -530,7 +535,7 @@ def train(
 
     start = time.perf_counter()
     compiled = _compiled_program(
-        config, params, opt_state, x, y, x_val, y_val, hyper, key, jnp.array(0), jnp.array(1)
+        config, params, opt_state, x, y, x_val, y_val, hyper, key, _int32(0), _int32(1)
     )
     compile_seconds = time.perf_counter() - start
 
@@ -540,7 +545,7 @@ def train(
         chunk = max(1, min(chunk, epochs - epoch, _MAX_EPOCHS_PER_CALL))
         t0 = time.perf_counter()
         state, bad_epoch, done, metrics = compiled(
-            params, opt_state, x, y, x_val, y_val, hyper, key, jnp.array(epoch), jnp.array(chunk)
+            params, opt_state, x, y, x_val, y_val, hyper, key, _int32(epoch), _int32(chunk)
         )
         done, metrics, finite = jax.device_get((done, metrics, state.finite))
         done = int(done)
@@ -697,13 +702,13 @@ def sweep(
         max_epochs=epochs,
         vmapped=True,
     )
-    args = (params, opt_state, x, y, x_val, y_val, hyper, train_keys, jnp.array(0))
+    args = (params, opt_state, x, y, x_val, y_val, hyper, train_keys, _int32(0))
     start = time.perf_counter()
-    compiled = _compiled_program(config, *args, jnp.array(epochs))
+    compiled = _compiled_program(config, *args, _int32(epochs))
     compile_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    state, _, _, metrics = jax.block_until_ready(compiled(*args, jnp.array(epochs)))
+    state, _, _, metrics = jax.block_until_ready(compiled(*args, _int32(epochs)))
     seconds = time.perf_counter() - start
     metrics = np.asarray(metrics)
     names = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]

@@ -151,29 +151,36 @@ def benchmark_workload(name, repeats, quick):
     sizes, batch = WORKLOADS[name]
     num_batches = {"tiny": 200, "mnist": 20, "wide": 3}[name] // (4 if quick else 1)
     (x, y), variants = build_variants(sizes, batch, num_batches)
-    times = {(grad, loop): [] for grad in variants for loop in ("epoch", "step")}
+    order = [(grad, loop) for grad in variants for loop in ("epoch", "step")]
+    times = {variant: [] for variant in order}
     for r in range(repeats + 1):  # the first round warms up and is not counted
         key = jax.random.key(r)
-        for grad, variant in variants.items():
-            for loop in ("epoch", "step"):
-                seconds = (
-                    time_epoch(variant, x, y, key)
-                    if loop == "epoch"
-                    else time_steps(variant, x, y, key, batch, num_batches)
-                )
-                if r > 0:
-                    times[grad, loop].append(seconds)
+        for grad, loop in order if r % 2 else order[::-1]:  # alternate who goes first
+            variant = variants[grad]
+            seconds = (
+                time_epoch(variant, x, y, key)
+                if loop == "epoch"
+                else time_steps(variant, x, y, key, batch, num_batches)
+            )
+            if r > 0:
+                times[grad, loop].append(seconds)
     flops_per_step = 6 * batch * sum(a * b for a, b in itertools.pairwise(sizes))
     rows = []
     for loop in ("epoch", "step"):
         rate = {g: num_batches / statistics.median(times[g, loop]) for g in variants}
+        # The speed ratio of each round (both ran within moments of each other): its spread
+        # shows how much of a difference is the machine's noise.
+        ratios = [
+            a / m for m, a in zip(times["manual", loop], times["autodiff", loop], strict=True)
+        ]
         rows.append(
             {
                 "workload": name,
                 "loop": loop,
                 "manual_steps_per_s": rate["manual"],
                 "autodiff_steps_per_s": rate["autodiff"],
-                "manual_over_autodiff": rate["manual"] / rate["autodiff"],
+                "manual_over_autodiff": statistics.median(ratios),
+                "ratio_range": [min(ratios), max(ratios)],
                 "manual_gflops": rate["manual"] * flops_per_step / 1e9,
                 "compile_s": {g: variants[g]["compile"][loop] for g in variants},
                 "memory_mb": variants["manual"]["memory_mb"],
@@ -219,7 +226,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", type=Path, default=Path("runs/benchmark.json"))
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args(argv)
-    repeats = args.repeats or (2 if args.quick else 5)
+    repeats = args.repeats or (2 if args.quick else 7)
     workloads = ["tiny"] if args.quick else list(WORKLOADS)
 
     rate = matmul_rate(512 if args.quick else 2048, repeats)
@@ -231,14 +238,15 @@ def main(argv: list[str]) -> int:
 
     header = (
         f"{'workload':<8} {'loop':<6} {'manual steps/s':>15} {'autodiff steps/s':>17} "
-        f"{'manual/auto':>11} {'% matmul':>9} {'compile s (m/a)':>16} {'memory MB':>10}"
+        f"{'manual/auto (range)':>20} {'% matmul':>9} {'compile s (m/a)':>16} {'memory MB':>10}"
     )
     print(header + "\n" + "-" * len(header))
     for row in rows:
         compile_s = row["compile_s"]
         print(
             f"{row['workload']:<8} {row['loop']:<6} {row['manual_steps_per_s']:>15,.0f} "
-            f"{row['autodiff_steps_per_s']:>17,.0f} {row['manual_over_autodiff']:>11.2f} "
+            f"{row['autodiff_steps_per_s']:>17,.0f} {row['manual_over_autodiff']:>6.2f} "
+            f"({row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f}) "
             f"{100 * row['matmul_fraction']:>8.1f}% "
             f"{compile_s['manual']:>7.2f}/{compile_s['autodiff']:<8.2f} {row['memory_mb']:>10.1f}"
         )

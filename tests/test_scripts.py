@@ -81,8 +81,7 @@ def test_benchmark_quick_runs_and_reports(tmp_path):
     assert {row["loop"] for row in report["rows"]} == {"epoch", "step"}
     for row in report["rows"]:
         assert row["manual_steps_per_s"] > 0 and row["autodiff_steps_per_s"] > 0
-        assert row["manual_over_autodiff"] == pytest.approx(
-            row["manual_steps_per_s"] / row["autodiff_steps_per_s"]
-        )
+        low, high = row["ratio_range"]
+        assert low <= row["manual_over_autodiff"] <= high
     assert report["sweep"]["models"] == 8
     assert all(isinstance(t["met"], bool) for t in report["targets"])

@@ -356,3 +356,23 @@ def test_shuffle_indices_puts_every_index_everywhere_alike():
     different = training.shuffle_indices(jax.random.key(1), 1000)
     assert not np.array_equal(different, training.shuffle_indices(jax.random.key(2), 1000))
     np.testing.assert_array_equal(different, training.shuffle_indices(jax.random.key(1), 1000))
+
+
+@pytest.mark.parametrize("grad", training.GRADIENT_SOURCES)
+def test_no_float64_enters_the_float32_program_even_under_x64(moons, grad):
+    """Python scalars and hyperparameters must not promote a float32 step to float64."""
+    data, init_key, _ = moons
+    with jax.enable_x64(True):
+        params = nnjax.init_network(init_key, [2, 8, 2], "he", jnp.float32)
+        optimizer = nnjax.adam(1e-3)
+        step = training.make_train_step(
+            optimizer=optimizer, grad=grad, use_l2=True, use_dropout=True
+        )
+        epoch = training.make_train_epoch(step, num_batches=4, batch_size=16)
+        state = training.EpochState(
+            params, optimizer.init(params), jnp.array(True), jnp.array(-1, jnp.int32)
+        )
+        hyper = training.Hyperparameters(*(jnp.float32(v) for v in (1e-3, 1e-4, 0.1)))
+        jaxpr = jax.make_jaxpr(epoch)(state, data.x_train, data.y_train, hyper, jax.random.key(0))
+    assert "f64" not in str(jaxpr)
+    assert "f32" in str(jaxpr)
