@@ -24,12 +24,26 @@ Loops:
   step          a jitted step (``make_train_step``) called from Python for every minibatch,
                 parameters and optimizer state donated.
 
-What the profile and the HLO show (2 CPU cores): in the wide and MNIST workloads the time is in
-the three matmuls per layer (forward ``x @ W.T``, ``dz.T @ a`` and ``dz @ W``), which XLA hands to
-its CPU GEMM; the manual and autodiff programs contain the same dots, so their rates agree to
-within noise. In the tiny workload each step is a few microseconds of arithmetic, and the
-per-step loop is bound by Python dispatch: the compiled epoch removes it. The vmapped sweep turns
-64 models' small matmuls into batched ones, so the per-step overhead is paid once for 64 models.
+What the profile and the compiled HLO show (2 CPU cores, XLA:CPU, jax 0.10.2):
+  - The manual and autodiff steps compile to the same program: the MNIST step's loop body has the
+    same op counts either way (49 fusions, 3 dots outside fusions, 17 copies) and differs only in
+    how the output error is fused. A manual/auto ratio away from 1.00 is the machine's noise; the
+    range column (the ratio in each round) shows how large that is.
+  - The tiny step is about 100 XLA:CPU thunks (51 fusions, 17 copies, 27 tuple operations) for
+    about 0.12 MFLOP of arithmetic: some 20 us a step of which arithmetic is about 1 us. A jitted
+    per-step call costs about 100 us of Python dispatch, so a compiled epoch is about 5x faster,
+    short of 10x because the thunks themselves, not the dispatch, now bound the step.
+  - The epoch's shuffle was two thirds of the tiny epoch: jax.random.permutation sorts, 7 ms for
+    12,800 indices on this CPU. ``training.shuffle_indices`` (a Feistel permutation, no sort)
+    takes 0.7 ms; the tiny epoch went from about 10,000 to about 45,000 steps/s.
+  - The non-finite-loss guard: a lax.cond per step copied every parameter; a select costs
+    nothing measurable (19.8 against 19.5 us a step without any guard).
+  - Sweeps: vmap turns each small matmul into a batched dot that XLA:CPU runs as one small GEMM
+    per model, so 64 models still cost about 10 us per model-step. A bare vmapped scan is 2.8x
+    one model's rate; with per-epoch evaluation and per-model shuffles the sweep is 1.4-1.7x.
+  - Wide: the dots are nearly all the time. Its fraction of the matmul rate ranged from 57% to
+    104% between runs on this shared machine, whose reference matmul itself measured from 95 to
+    166 GFLOP/s.
 """
 
 from __future__ import annotations
