@@ -55,6 +55,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
 def _float_in(low: float, high: float | None, *, low_open: bool, high_open: bool = True):
     def parse(text: str) -> float:
         try:
@@ -177,6 +187,15 @@ def _parser() -> argparse.ArgumentParser:
         default=0.2,
         help="fraction of the data held out for testing (default: %(default)s)",
     )
+    add(
+        "--diagnostics",
+        type=_nonnegative_int,
+        default=0,
+        metavar="EVERY",
+        help="record activation statistics, dead and saturated units, per-layer gradient norms "
+        "and update/weight ratios every EVERY epochs, plot them and warn about vanishing or "
+        "exploding gradients and dead ReLUs (default: 0, off)",
+    )
     add("--output", type=Path, default=None, help="run folder (default: runs/DATASET)")
     add("--resume", action="store_true", help="continue from the run folder's checkpoint")
     add("--quiet", action="store_true", help="no progress bar")
@@ -232,6 +251,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "grad": args.grad,
         "test_fraction": args.test_fraction,
+        "diagnostics": args.diagnostics,
     }
 
 
@@ -325,6 +345,23 @@ def _write_plots(
             folder / "confusion_matrix.png",
         ),
     ]
+    if history.get("diagnostics_epoch"):
+        paths += [
+            plotting.plot_layer_history(
+                history,
+                "grad_norm",
+                folder / "gradient_norms.png",
+                title="Gradient norm per layer",
+                ylabel="||dL/dW|| (Frobenius)",
+            ),
+            plotting.plot_layer_history(
+                history,
+                "act_std",
+                folder / "activation_std.png",
+                title="Activation std per hidden layer",
+                ylabel="std of a",
+            ),
+        ]
     if run.data.x_train.shape[1] == 2:
         paths.append(
             plotting.plot_decision_boundary(
@@ -341,7 +378,7 @@ def _train(args: argparse.Namespace) -> int:
     import jax
     from tqdm import tqdm
 
-    from nnjax import checkpoints, training
+    from nnjax import checkpoints, diagnostics, training
 
     config = _config(args)
     folder = args.output or Path("runs") / config["dataset"]
@@ -400,6 +437,7 @@ def _train(args: argparse.Namespace) -> int:
         validation=(run.data.x_test, run.data.y_test),
         start_epoch=start_epoch,
         callback=progress,
+        diagnostics_every=config["diagnostics"],
     )
     wall = time.perf_counter() - start
     bar.close()
@@ -445,6 +483,8 @@ def _train(args: argparse.Namespace) -> int:
         return 1
 
     paths = _write_plots(run, result.params, history, folder)
+    for warning in diagnostics.diagnose(history):
+        print(f"warning: {warning}")
     print(
         f"{config['dataset']}: test accuracy {test_accuracy:.4f}, test loss {test_loss:.4f} "
         f"after {epoch} epochs\n"

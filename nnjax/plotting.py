@@ -35,6 +35,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_decision_boundary",
     "plot_history",
+    "plot_layer_history",
     "plot_sweep",
 ]
 
@@ -435,5 +436,48 @@ def plot_sweep(
     ax.set_title(f"Final loss against {xlabel}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_layer_history(
+    history: Mapping[str, Sequence[float]],
+    prefix: str,
+    path: PathLike,
+    *,
+    title: str,
+    ylabel: str,
+    log_y: bool = True,
+) -> Path:
+    """One curve per layer of a per-layer diagnostic over training.
+
+    Args:
+      history: a run's history with ``diagnostics_epoch`` and entries ``{prefix}_layer{l}``, as
+        ``training.train(..., diagnostics_every=N)`` records them.
+      prefix: which diagnostic, e.g. ``"grad_norm"`` or ``"act_std"``.
+      path: where to write the PNG.
+      title, ylabel: the figure's title and y label.
+      log_y: a logarithmic y axis (where every value is positive).
+    """
+    keys = sorted(
+        (k for k in history if k.startswith(f"{prefix}_layer")),
+        key=lambda k: int(k.rsplit("layer", 1)[1]),
+    )
+    if not keys or "diagnostics_epoch" not in history:
+        raise ValueError(f"history has no diagnostics named {prefix!r}_layer*")
+    epochs = np.asarray(history["diagnostics_epoch"], dtype=float)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    colors = colormaps["viridis"](np.linspace(0, 0.9, len(keys)))
+    values = [np.asarray(history[k], dtype=float) for k in keys]
+    for key, series, color in zip(keys, values, colors, strict=True):
+        ax.plot(epochs, series, color=color, marker=".", label=f"layer {key.rsplit('layer', 1)[1]}")
+    if log_y and all(np.all(v > 0) for v in values):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small", ncol=2 if len(keys) > 6 else 1)
     fig.tight_layout()
     return _save(fig, path)

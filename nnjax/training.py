@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnjax import _validation, network, optimizers
+from nnjax import _validation, diagnostics, network, optimizers
 from nnjax.regularization import l2_regularization
 
 History = dict[str, list[float]]
@@ -48,6 +48,7 @@ GRADIENT_SOURCES = ("manual", "autodiff")
 """``"manual"``: ``forward_pass`` + ``backward_pass``; ``"autodiff"``: ``jax.grad`` of the loss."""
 
 _MAX_EPOCHS_PER_CALL = 256
+_DIAGNOSTICS_BATCH = 256
 
 
 class Divergence(NamedTuple):
@@ -370,13 +371,17 @@ def _build_program(
     batch_size: int,
     with_validation: bool,
     max_epochs: int,
+    diagnostics_every: int = 0,
+    diagnostics_batch: int = 0,
 ) -> Callable:
     """The training program, not yet compiled: ``num_epochs`` (traced) epochs from
     ``first_epoch``, with the metrics of each epoch, stopping early at a non-finite loss.
 
     ``run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs)`` returns
-    ``(state, bad_epoch, epochs_done, metrics)`` with ``metrics`` of shape ``(max_epochs, 4)``:
-    train loss and accuracy, validation loss and accuracy (NaN where absent).
+    ``(state, bad_epoch, epochs_done, metrics)`` with ``metrics`` of shape ``(max_epochs, 4 + D)``:
+    train loss and accuracy, validation loss and accuracy (NaN where absent), then, every
+    ``diagnostics_every`` epochs, the ``D`` entries of ``diagnostics.history_keys`` computed on
+    the first ``diagnostics_batch`` training samples (NaN in the other epochs).
     """
     step = make_train_step(
         activation=activation,
@@ -388,9 +393,25 @@ def _build_program(
     )
     epoch_fn = make_train_epoch(step, num_batches=num_batches, batch_size=batch_size)
     arch = {"activation": activation, "loss": loss}
+    optimizer_fn = _optimizer_fn(optimizer)
 
     def run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs):
         nan = jnp.full((), jnp.nan, x.dtype)
+        width = 4 + (len(diagnostics.history_keys(len(params))) if diagnostics_every else 0)
+
+        def diagnostic_row(state, epoch):
+            def compute():
+                return diagnostics.diagnostic_row(
+                    state.params,
+                    x[:diagnostics_batch],
+                    y[:diagnostics_batch],
+                    optimizer_fn(hyper.learning_rate).update,
+                    state.opt_state,
+                    **arch,
+                )
+
+            skip = jnp.full((width - 4,), jnp.nan, x.dtype)
+            return jax.lax.cond((epoch + 1) % diagnostics_every == 0, compute, lambda: skip)
 
         def one_epoch(loop):
             i, state, bad_epoch, metrics = loop
@@ -404,6 +425,8 @@ def _build_program(
                     *(nan,) * (2 - len(validation)),
                 ]
             )
+            if diagnostics_every:
+                row = jnp.concatenate([row, diagnostic_row(state, epoch)])
             bad_epoch = jnp.where(state.finite, bad_epoch, epoch)
             return i + 1, state, bad_epoch, metrics.at[i].set(row.astype(x.dtype))
 
@@ -412,7 +435,7 @@ def _build_program(
             return (i < num_epochs) & state.finite
 
         start = EpochState(params, opt_state, jnp.array(True), _int32(-1))
-        metrics = jnp.full((max_epochs, 4), jnp.nan, x.dtype)
+        metrics = jnp.full((max_epochs, width), jnp.nan, x.dtype)
         epochs_done, state, bad_epoch, metrics = jax.lax.while_loop(
             keep_going, one_epoch, (_int32(0), start, _int32(-1), metrics)
         )
@@ -434,7 +457,9 @@ class _ProgramConfig(NamedTuple):
     batch_size: int
     with_validation: bool
     max_epochs: int
-    vmapped: bool  # one model per leading index of params, opt_state, hyper and key
+    vmapped: bool
+    diagnostics_every: int = 0
+    diagnostics_batch: int = 0  # one model per leading index of params, opt_state, hyper and key
 
 
 def _compiled_program(config: _ProgramConfig, *args: Any) -> Any:
@@ -476,6 +501,7 @@ def train(
     start_epoch: int = 0,
     epochs_per_call: int | None = None,
     callback: Callable[[int, History], None] | None = None,
+    diagnostics_every: int = 0,
 ) -> TrainResult:
     """Trains a network by minibatch gradient descent, whole epochs at a time, compiled.
 
@@ -497,6 +523,9 @@ def train(
       start_epoch: the first epoch to run, for resuming.
       epochs_per_call: epochs per compiled call; default adapts to about two calls a second.
       callback: called after each call as ``callback(epochs_done, history)``, e.g. for progress.
+      diagnostics_every: every this many epochs (0: never), record ``nnjax.diagnostics`` of the
+        network on the first 256 training samples: the history gains ``diagnostics_epoch`` (the
+        epochs recorded, counted from 1) and one list per entry of ``diagnostics.history_keys``.
 
     Returns:
       A ``TrainResult``.
@@ -508,6 +537,12 @@ def train(
         raise ValueError(f"start_epoch must be in [0, epochs={epochs}], got {start_epoch}")
     _validation.check_in_range("l2", l2, low=0.0)
     _validation.check_in_range("dropout_rate", dropout_rate, low=0.0, high=1.0)
+    if (
+        isinstance(diagnostics_every, bool)
+        or not isinstance(diagnostics_every, int)
+        or diagnostics_every < 0
+    ):
+        raise ValueError(f"diagnostics_every must be an integer >= 0, got {diagnostics_every!r}")
 
     optimizer = optimizers.adam(1e-3) if optimizer is None else optimizer
     opt_state = optimizer.init(params) if opt_state is None else opt_state
@@ -525,6 +560,8 @@ def train(
         with_validation=validation is not None,
         max_epochs=_MAX_EPOCHS_PER_CALL,
         vmapped=False,
+        diagnostics_every=diagnostics_every,
+        diagnostics_batch=min(x.shape[0], _DIAGNOSTICS_BATCH),
     )
 
     # Place everything on the device once; copies let the caller keep its own arrays, which
@@ -540,6 +577,13 @@ def train(
     compile_seconds = time.perf_counter() - start
 
     history: History = {"train_loss": [], "train_accuracy": [], "val_loss": [], "val_accuracy": []}
+    diagnostic_keys = diagnostics.history_keys(len(params)) if diagnostics_every else []
+    diagnostic_history: History = {k: [] for k in ["diagnostics_epoch", *diagnostic_keys]}
+
+    def published() -> History:
+        public = _public_history(history, loss, validation is not None)
+        return public | {k: list(v) for k, v in diagnostic_history.items() if diagnostic_keys}
+
     epoch, chunk, run_seconds, diverged = start_epoch, epochs_per_call or 1, 0.0, None
     while epoch < epochs and diverged is None:
         chunk = max(1, min(chunk, epochs - epoch, _MAX_EPOCHS_PER_CALL))
@@ -555,12 +599,16 @@ def train(
         if not finite:
             diverged = Divergence(int(bad_epoch), int(state.bad_step))
             done -= 1  # the epoch where the loss diverged did not complete
-        for row in metrics[:done]:
-            for name, value in zip(history, row, strict=True):
+        for i, row in enumerate(metrics[:done]):
+            for name, value in zip(history, row[:4], strict=True):
                 history[name].append(float(value))
+            if diagnostic_keys and np.isfinite(row[4:]).any():
+                diagnostic_history["diagnostics_epoch"].append(epoch + i + 1)
+                for name, value in zip(diagnostic_keys, row[4:], strict=True):
+                    diagnostic_history[name].append(float(value))
         epoch += done
         if callback is not None:
-            callback(epoch, _public_history(history, loss, validation is not None))
+            callback(epoch, published())
         if epochs_per_call is None:
             per_epoch = elapsed / max(done, 1)
             chunk = int(np.clip(0.5 / max(per_epoch, 1e-6), 1, _MAX_EPOCHS_PER_CALL))
@@ -569,7 +617,7 @@ def train(
     return TrainResult(
         params,
         opt_state,
-        _public_history(history, loss, validation is not None),
+        published(),
         epoch - start_epoch,
         steps / run_seconds if run_seconds > 0 else 0.0,
         compile_seconds,

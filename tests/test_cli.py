@@ -56,7 +56,8 @@ def test_train_writes_a_complete_run_folder_and_plot_redraws_it(tmp_path, capsys
     import json
 
     folder = tmp_path / "xor"
-    assert cli.main(["train", *XOR_OPTIONS, "--epochs", "2000", "--output", str(folder)]) == 0
+    options = [*XOR_OPTIONS, "--epochs", "2000", "--diagnostics", "500", "--output", str(folder)]
+    assert cli.main(["train", *options]) == 0
     out = capsys.readouterr().out
     assert "test accuracy 1.0000" in out and "steps/s" in out
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -65,7 +66,9 @@ def test_train_writes_a_complete_run_folder_and_plot_redraws_it(tmp_path, capsys
     assert len(metrics["history"]["train_loss"]) == 2000
     assert {"jax", "nnjax", "optax"} <= set(metrics["versions"])
     assert metrics["steps_per_second"] > 0
+    assert metrics["history"]["diagnostics_epoch"] == [500, 1000, 1500, 2000]
     pngs = {"history.png", "activations.png", "confusion_matrix.png", "decision_boundary.png"}
+    pngs |= {"gradient_norms.png", "activation_std.png"}
     assert pngs <= {p.name for p in folder.iterdir()}
 
     (folder / "history.png").unlink()
@@ -113,6 +116,7 @@ def test_divergence_exits_1_and_keeps_the_last_finite_checkpoint(tmp_path, capsy
         (["--lr", "0"], r"must be in \(0, inf\), got 0"),
         (["--dropout", "1"], r"must be in \[0, 1\), got 1"),
         (["--batch-size", "zero"], "expected a positive integer, got 'zero'"),
+        (["--diagnostics", "-1"], "must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_options_fail_with_one_line_and_exit_2(options, message):

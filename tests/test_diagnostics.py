@@ -1,0 +1,98 @@
+"""Tests of nnjax.diagnostics: the statistics against NumPy, and warnings that fire when they should."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nnjax
+from nnjax import diagnostics, training
+
+
+def network(seed, sizes, init="he"):
+    return nnjax.init_network(jax.random.key(seed), sizes, init)
+
+
+def inputs(n=128, features=4, seed=0):
+    return jax.random.normal(jax.random.key(100 + seed), (n, features))
+
+
+def history_of(params, x, y, activation, optimizer=None):
+    """A one-record history, as train(..., diagnostics_every=1) would hold after one epoch."""
+    optimizer = optimizer or nnjax.sgd(0.1)
+    row = jax.jit(
+        lambda p: diagnostics.diagnostic_row(
+            p, x, y, optimizer.update, optimizer.init(p), activation=activation, loss="mse"
+        )
+    )(params)
+    keys = diagnostics.history_keys(len(params))
+    return {"diagnostics_epoch": [1]} | {k: [float(v)] for k, v in zip(keys, row, strict=True)}
+
+
+def test_layer_statistics_match_numpy():
+    params = network(0, [4, 6, 5, 2])
+    params[0]["b"] = params[0]["b"].at[:3].set(-50.0)  # three units of layer 1 never activate
+    x = inputs()
+    _, cache = nnjax.forward_pass(params, x, activation=("relu", "tanh"), loss="mse")
+    stats = diagnostics.layer_statistics(cache, ("relu", "tanh"), 3)
+    a1, z2 = np.asarray(cache["a1"]), np.asarray(cache["z2"])
+    np.testing.assert_allclose(stats.mean, [a1.mean(), np.tanh(z2).mean()], rtol=1e-5)
+    np.testing.assert_allclose(stats.std, [a1.std(), np.tanh(z2).std()], rtol=1e-5)
+    np.testing.assert_allclose(stats.dead_fraction, [0.5, 0.0])
+    saturated = np.mean(1 - np.tanh(z2) ** 2 < 0.1)
+    np.testing.assert_allclose(stats.saturated_fraction, [0.0, saturated], rtol=1e-6)
+
+
+def test_update_ratio_of_sgd_is_lr_times_gradient_over_weight():
+    params = network(1, [4, 3, 2])
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = nnjax.sgd(0.1).update(grads, nnjax.sgd(0.1).init(params), params)
+    expected = [0.1 * np.sqrt(p["W"].size) / np.linalg.norm(p["W"]) for p in params]
+    np.testing.assert_allclose(diagnostics.update_ratios(params, updates), expected, rtol=1e-5)
+
+
+def test_vanishing_gradients_warning_fires_on_a_deep_sigmoid_network():
+    params = network(2, [4] + [32] * 10 + [2], "xavier")
+    x = inputs()
+    y = jax.random.normal(jax.random.key(3), (128, 2))
+    warnings = diagnostics.diagnose(history_of(params, x, y, "sigmoid"))
+    assert len(warnings) == 1
+    assert warnings[0].startswith("vanishing gradients: layer 1's gradient norm is")
+    assert "layer 11's" in warnings[0]
+
+
+def test_dead_relu_warning_names_the_layer():
+    params = network(3, [4, 16, 16, 2])
+    params[1]["b"] = params[1]["b"] - 100.0  # layer 2 is dead for any input
+    x = inputs()
+    y = jax.random.normal(jax.random.key(4), (128, 2))
+    warnings = diagnostics.diagnose(history_of(params, x, y, "relu"))
+    assert "dead ReLUs: 100% of layer 2's units never activate" in warnings
+
+
+def test_a_healthy_network_gets_no_warning():
+    params = network(4, [4, 16, 16, 2])
+    x = inputs()
+    y = jax.random.normal(jax.random.key(5), (128, 2))
+    assert diagnostics.diagnose(history_of(params, x, y, "relu")) == []
+    assert diagnostics.diagnose({"train_loss": [1.0]}) == []
+
+
+def test_train_records_diagnostics_at_the_interval():
+    x = inputs(64, 2)
+    y = (x[:, 0] > 0).astype(jnp.int32)
+    result = training.train(
+        network(5, [2, 8, 2]),
+        x,
+        y,
+        epochs=5,
+        batch_size=16,
+        key=jax.random.key(0),
+        diagnostics_every=2,
+    )
+    assert result.history["diagnostics_epoch"] == [2, 4]
+    for key in diagnostics.history_keys(2):
+        assert len(result.history[key]) == 2
+        assert all(np.isfinite(result.history[key]))
+    with pytest.raises(ValueError, match="diagnostics_every must be an integer >= 0"):
+        training.train(network(5, [2, 8, 2]), x, y, key=jax.random.key(0), diagnostics_every=-1)
