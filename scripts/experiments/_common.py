@@ -1,0 +1,80 @@
+"""What the six experiments share: the command line, building and training a network, the output.
+
+Each experiment exposes ``run(...)``, which computes its numbers (a JSON-ready dict with a
+``"claims"`` entry: each claim it tests, and whether it held) with size parameters whose defaults
+are the full experiment, and ``plot(numbers, path)``, which draws them. ``main`` here parses
+``[OUTPUT_DIR]``, runs both, writes ``NAME.png`` and ``NAME.json`` and exits 1 if a claim failed.
+"""
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import nnjax
+from nnjax._files import atomic_write
+from nnjax.datasets import Dataset
+from nnjax.plotting import _save as save_figure  # writes a Figure as a PNG, atomically
+from nnjax.training import TrainResult, train
+
+__all__ = ["main", "new_network", "save_figure", "to_json", "train_network"]
+
+DEFAULT_OUTPUT_DIR = Path("runs/experiments")
+
+
+def new_network(data: Dataset, hidden: Sequence[int], init: str, key: jax.Array) -> list:
+    """Fresh parameters for ``[n_in, *hidden, num_classes]``, the sizes ``data`` needs."""
+    return nnjax.init_network(key, [data.x_train.shape[1], *hidden, data.num_classes], init=init)
+
+
+def train_network(data: Dataset, params: list, key: jax.Array, **options: Any) -> TrainResult:
+    """``training.train`` on ``data``'s training split, evaluating on its test split every epoch.
+
+    ``options`` go to ``train`` (``activation``, ``optimizer``, ``epochs``, ``l2``...); the batch
+    size defaults to 32 and the loss is softmax cross-entropy.
+    """
+    options = {"batch_size": 32, **options}
+    validation = (data.x_test, data.y_test)
+    return train(params, data.x_train, data.y_train, key=key, validation=validation, **options)
+
+
+def to_json(value: Any) -> Any:
+    """Nested dicts, lists, arrays and scalars as plain JSON values; NaN and inf become null."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    array = np.asarray(value)
+    if array.ndim:
+        return to_json(array.tolist())
+    item = array.item()
+    return None if isinstance(item, float) and not math.isfinite(item) else item
+
+
+def main(argv: list[str], script: str, run: Callable[[], dict], plot: Callable) -> int:
+    """The command line of the experiment in file ``script``: ``python SCRIPT [OUTPUT_DIR]``."""
+    name = Path(script).stem
+    if len(argv) > 1 or (argv and argv[0].startswith("-")):
+        print(f"usage: python scripts/experiments/{name}.py [OUTPUT_DIR]", file=sys.stderr)
+        return 2
+    out_dir = Path(argv[0]) if argv else DEFAULT_OUTPUT_DIR
+
+    start = time.perf_counter()
+    numbers = run()
+    numbers["wall_seconds"] = round(time.perf_counter() - start, 2)
+    for claim, held in numbers["claims"].items():
+        print(f"{'held' if held else 'FAILED'}: {claim}")
+
+    json_path = out_dir / f"{name}.json"
+    with atomic_write(json_path) as f:
+        f.write((json.dumps(to_json(numbers), indent=2) + "\n").encode())
+    for path in (plot(numbers, out_dir / f"{name}.png"), json_path):
+        print(f"wrote {path}")
+    print(f"{name}: {numbers['wall_seconds']:.1f} s")
+    return 0 if all(numbers["claims"].values()) else 1

@@ -1,0 +1,121 @@
+"""The experiments in scripts/experiments: their claims hold on small, fast versions, and they
+write their figure and numbers.
+
+The scripts are not a package: each is imported from its file (``_common`` first, under the
+name the scripts import it by). Each exposes ``run(...)`` with size parameters whose defaults
+are the full experiment; the tests pass smaller sizes to ``_common.main``, which is what each
+script's ``main`` calls with the defaults. Only vanishing_gradients runs at full size here.
+"""
+
+import functools
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from nnjax.datasets import load_dataset
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "scripts" / "experiments"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def load(name: str):
+    """Imports ``scripts/experiments/NAME.py`` (once) and returns the module."""
+    module_name = name if name == "_common" else f"experiment_{name}"
+    if module_name not in sys.modules:
+        if name != "_common":
+            load("_common")  # the scripts do `from _common import ...`
+        spec = importlib.util.spec_from_file_location(module_name, EXPERIMENTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+def check_outputs(out_dir: Path, name: str) -> dict:
+    """The PNG and the JSON the experiment ``name`` wrote; returns the JSON."""
+    assert (out_dir / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE)
+    numbers = json.loads((out_dir / f"{name}.json").read_text())
+    assert numbers["claims"] and numbers["wall_seconds"] > 0
+    return numbers
+
+
+def test_he_keeps_deep_relu_activations_at_scale_and_xavier_shrinks_them(tmp_path):
+    common, initialization = load("_common"), load("initialization")
+    # 30 layers of 128 units, a batch of 256, 4 seeds: the full experiment is 256 units wide.
+    sizes = {"depth": 30, "width": 128, "batch": 256, "seeds": (0, 1, 2, 3)}
+    run = functools.partial(initialization.run, **sizes, cases=[("relu", "he"), ("relu", "xavier")])
+    assert common.main([str(tmp_path)], initialization.__file__, run, initialization.plot) == 0
+    numbers = check_outputs(tmp_path, "initialization")
+    ratio = numbers["last_over_first"]
+    assert 0.5 <= ratio["relu/he"] <= 2, ratio
+    assert ratio["relu/xavier"] < 0.01, ratio
+    # About 1/sqrt(2) per layer, as halving E[a²] at every layer predicts.
+    assert abs(numbers["factor_per_layer"]["relu/xavier"] - 2**-0.5) < 0.05, numbers
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_deep_sigmoid_gradient_vanishes_and_relu_does_not(seed):
+    common, vanishing = load("_common"), load("vanishing_gradients")
+    data = load_dataset("spirals", jax.random.key(seed))
+    init_key = jax.random.key(seed + 100)
+    # 10 layers: 9 hidden layers of 32 units and the output layer.
+    sigmoid = common.new_network(data, [32] * 9, "xavier", init_key)
+    norms = vanishing.gradient_norms(sigmoid, data, "sigmoid")
+    assert norms.shape == (10,)
+    assert norms[0] * 100 <= norms[-1], norms
+    relu = common.new_network(data, [32] * 9, "he", init_key)
+    norms = vanishing.gradient_norms(relu, data, "relu")
+    assert norms[0] * 100 > norms[-1], norms
+
+
+def test_l2_and_dropout_narrow_the_gap_of_an_overfitting_network(tmp_path):
+    common, regularization = load("_common"), load("regularization")
+    # 60 noisy points and a 64-64 network: small enough to be fast, big enough to memorize.
+    run = functools.partial(regularization.run, n_train=60, hidden=(64, 64), epochs=200)
+    assert common.main([str(tmp_path)], regularization.__file__, run, regularization.plot) == 0
+    results = check_outputs(tmp_path, "regularization")["results"]
+    assert results["none"]["train_accuracy"] >= 0.98, results
+    assert results["L2"]["gap"] < results["none"]["gap"], results
+    assert results["dropout"]["gap"] < results["none"]["gap"], results
+
+
+def test_vanishing_gradients_runs_end_to_end_and_its_claims_hold(tmp_path, capsys):
+    vanishing = load("vanishing_gradients")
+    assert vanishing.main([str(tmp_path)]) == 0
+    numbers = check_outputs(tmp_path, "vanishing_gradients")
+    assert all(numbers["claims"].values()), numbers["claims"]
+    assert numbers["sigmoid"]["first_over_last_init"] < 1e-2
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'vanishing_gradients.png'}" in out and "FAILED" not in out
+
+
+@pytest.mark.parametrize(
+    ("name", "sizes"),
+    [
+        ("optimizers", {"hidden": (8,), "epochs": 2}),
+        ("activations", {"hidden": (8,), "epochs": 2}),
+        (
+            "learning_rate",
+            {"rates": [1e-2, 1e-1, 1.0], "num_seeds": 2, "hidden": (8,), "epochs": 2},
+        ),
+    ],
+)
+def test_other_experiments_write_their_outputs_at_tiny_sizes(tmp_path, name, sizes):
+    common, experiment = load("_common"), load(name)
+    run = functools.partial(experiment.run, **sizes)
+    code = common.main([str(tmp_path)], experiment.__file__, run, experiment.plot)
+    numbers = check_outputs(tmp_path, name)
+    # Two epochs need not reproduce the claims; the exit code says whether they held.
+    assert code == (0 if all(numbers["claims"].values()) else 1)
+    assert numbers["config"]["epochs"] == 2
+
+
+def test_bad_arguments_exit_2_before_any_work(capsys):
+    experiment = load("initialization")
+    assert experiment.main(["a", "b"]) == 2
+    assert experiment.main(["--help"]) == 2
+    assert "usage: python scripts/experiments/initialization.py" in capsys.readouterr().err
