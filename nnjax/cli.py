@@ -55,6 +55,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _devices(text: str) -> int | str:
+    return "all" if text == "all" else _positive_int(text)
+
+
 def _nonnegative_int(text: str) -> int:
     try:
         value = int(text)
@@ -195,6 +199,14 @@ def _parser() -> argparse.ArgumentParser:
         help="record activation statistics, dead and saturated units, per-layer gradient norms "
         "and update/weight ratios every EVERY epochs, plot them and warn about vanishing or "
         "exploding gradients and dead ReLUs (default: 0, off)",
+    )
+    add(
+        "--devices",
+        type=_devices,
+        default=None,
+        metavar="N|all",
+        help="data-parallel training over N local devices (or all): each minibatch is split "
+        "over them, parameters replicated; --batch-size must divide by N (default: one device)",
     )
     add("--output", type=Path, default=None, help="run folder (default: runs/DATASET)")
     add("--resume", action="store_true", help="continue from the run folder's checkpoint")
@@ -384,6 +396,13 @@ def _train(args: argparse.Namespace) -> int:
     folder = args.output or Path("runs") / config["dataset"]
     try:
         run = _Run(config)
+        if args.devices is not None:
+            layout = training.data_parallel(args.devices)
+            if config["batch_size"] % layout.num_devices:
+                raise ValueError(
+                    f"--batch-size {config['batch_size']} does not divide by "
+                    f"{layout.num_devices} devices"
+                )
     except ValueError as error:
         return _usage_error(str(error))
     checkpoint_path, metrics_path = folder / "checkpoint.npz", folder / "metrics.json"
@@ -438,6 +457,7 @@ def _train(args: argparse.Namespace) -> int:
         start_epoch=start_epoch,
         callback=progress,
         diagnostics_every=config["diagnostics"],
+        devices=args.devices,
     )
     wall = time.perf_counter() - start
     bar.close()

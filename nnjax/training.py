@@ -279,6 +279,12 @@ class EpochState(NamedTuple):
 _FEISTEL_ROUNDS = 8
 
 
+def _constrain(arrays: tuple, sharding: jax.sharding.Sharding | None) -> tuple:
+    if sharding is None:
+        return arrays
+    return tuple(jax.lax.with_sharding_constraint(a, sharding) for a in arrays)
+
+
 def _mix32(x: jax.Array) -> jax.Array:
     """A 32-bit integer hash (the "lowbias32" xor-shift-multiply mixer)."""
     x = x ^ (x >> 16)
@@ -318,7 +324,13 @@ def shuffle_indices(key: jax.Array, n: int) -> jax.Array:
     return v.astype(jnp.int32)
 
 
-def make_train_epoch(step: Callable, *, num_batches: int, batch_size: int) -> Callable:
+def make_train_epoch(
+    step: Callable,
+    *,
+    num_batches: int,
+    batch_size: int,
+    batch_sharding: jax.sharding.Sharding | None = None,
+) -> Callable:
     """A whole epoch as one ``lax.scan``: ``epoch(state, x, y, hyper, key) -> (state, losses)``.
 
     The epoch shuffles ``x`` and ``y`` (``shuffle_indices``) with a key split from ``key``, cuts the first
@@ -326,6 +338,11 @@ def make_train_epoch(step: Callable, *, num_batches: int, batch_size: int) -> Ca
     on each, with dropout keys folded from the other half of ``key`` and the step number. At the
     first non-finite loss the state stops changing (the parameters stay the last finite ones)
     and ``state.finite`` becomes False. ``losses`` has shape ``(num_batches,)``.
+
+    With ``batch_sharding`` (data parallelism, see ``data_parallel``), each minibatch is laid out
+    by it, normally split along the batch axis over the devices of a mesh; with parameters and
+    optimizer state replicated, XLA partitions the step and inserts the all-reduce that sums
+    the gradient's per-device parts.
     """
 
     def epoch(state: EpochState, x, y, hyper: Hyperparameters, key):
@@ -338,8 +355,7 @@ def make_train_epoch(step: Callable, *, num_batches: int, batch_size: int) -> Ca
             params, opt_state, value = step(
                 state.params,
                 state.opt_state,
-                x[index],
-                y[index],
+                *_constrain((x[index], y[index]), batch_sharding),
                 hyper,
                 jax.random.fold_in(step_key, i),
             )
@@ -373,6 +389,7 @@ def _build_program(
     max_epochs: int,
     diagnostics_every: int = 0,
     diagnostics_batch: int = 0,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ) -> Callable:
     """The training program, not yet compiled: ``num_epochs`` (traced) epochs from
     ``first_epoch``, with the metrics of each epoch, stopping early at a non-finite loss.
@@ -391,7 +408,9 @@ def _build_program(
         use_l2=use_l2,
         use_dropout=use_dropout,
     )
-    epoch_fn = make_train_epoch(step, num_batches=num_batches, batch_size=batch_size)
+    epoch_fn = make_train_epoch(
+        step, num_batches=num_batches, batch_size=batch_size, batch_sharding=batch_sharding
+    )
     arch = {"activation": activation, "loss": loss}
     optimizer_fn = _optimizer_fn(optimizer)
 
@@ -444,6 +463,40 @@ def _build_program(
     return run
 
 
+class DataParallel(NamedTuple):
+    """Shardings for data-parallel training over a one-axis mesh named ``"data"``."""
+
+    mesh: jax.sharding.Mesh
+    replicated: jax.sharding.NamedSharding  # parameters, optimizer state, data, keys
+    batch: jax.sharding.NamedSharding  # each minibatch, split along its first axis
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.devices.size
+
+
+def data_parallel(devices: int | str = "all") -> DataParallel:
+    """A mesh of the first ``devices`` local devices (or ``"all"``) and its two shardings.
+
+    Raises ValueError for a count that is not a positive integer or exceeds the devices there are.
+    """
+    available = jax.local_devices()
+    if devices == "all":
+        count = len(available)
+    elif isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        count = devices
+    else:
+        raise ValueError(f'devices must be a positive integer or "all", got {devices!r}')
+    if count > len(available):
+        raise ValueError(f"asked for {count} devices but only {len(available)} are available")
+    mesh = jax.sharding.Mesh(np.asarray(available[:count]), ("data",))
+    return DataParallel(
+        mesh,
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")),
+    )
+
+
 class _ProgramConfig(NamedTuple):
     """Everything static about a training program (hashable: the key of the compile cache)."""
 
@@ -457,15 +510,22 @@ class _ProgramConfig(NamedTuple):
     batch_size: int
     with_validation: bool
     max_epochs: int
-    vmapped: bool
+    vmapped: bool  # one model per leading index of params, opt_state, hyper and key
     diagnostics_every: int = 0
-    diagnostics_batch: int = 0  # one model per leading index of params, opt_state, hyper and key
+    diagnostics_batch: int = 0
+    batch_sharding: jax.sharding.Sharding | None = None  # data parallelism: see data_parallel
 
 
 def _compiled_program(config: _ProgramConfig, *args: Any) -> Any:
     """The compiled program for ``config`` and the shapes of ``args``, compiled at most once."""
     leaves, treedef = jax.tree.flatten(args)
-    signature = (treedef, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves))
+    signature = (
+        treedef,
+        tuple(
+            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding if x.committed else None)
+            for x in leaves
+        ),
+    )
     return _compile(config, signature)
 
 
@@ -502,6 +562,7 @@ def train(
     epochs_per_call: int | None = None,
     callback: Callable[[int, History], None] | None = None,
     diagnostics_every: int = 0,
+    devices: int | str | None = None,
 ) -> TrainResult:
     """Trains a network by minibatch gradient descent, whole epochs at a time, compiled.
 
@@ -526,6 +587,10 @@ def train(
       diagnostics_every: every this many epochs (0: never), record ``nnjax.diagnostics`` of the
         network on the first 256 training samples: the history gains ``diagnostics_epoch`` (the
         epochs recorded, counted from 1) and one list per entry of ``diagnostics.history_keys``.
+      devices: data parallelism over this many local devices (or ``"all"``): each minibatch is
+        split along the batch axis over a mesh of them, parameters and optimizer state are
+        replicated, and the compiler sums the gradients (see ``data_parallel``). ``batch_size``
+        must divide by the device count. None: the default device only.
 
     Returns:
       A ``TrainResult``.
@@ -548,6 +613,12 @@ def train(
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     batch_size = min(batch_size, x.shape[0])
     num_batches = x.shape[0] // batch_size
+    layout = None if devices is None else data_parallel(devices)
+    if layout is not None and batch_size % layout.num_devices:
+        raise ValueError(
+            f"batch_size {batch_size} does not divide by the {layout.num_devices} devices of "
+            "data-parallel training; choose a multiple"
+        )
     config = _ProgramConfig(
         activation=activation if isinstance(activation, str) else tuple(activation),
         loss=loss,
@@ -562,13 +633,16 @@ def train(
         vmapped=False,
         diagnostics_every=diagnostics_every,
         diagnostics_batch=min(x.shape[0], _DIAGNOSTICS_BATCH),
+        batch_sharding=None if layout is None else layout.batch,
     )
 
-    # Place everything on the device once; copies let the caller keep its own arrays, which
+    # Place everything on the device(s) once; copies let the caller keep its own arrays, which
     # donation would otherwise invalidate.
     params, opt_state = jax.tree.map(jnp.array, (params, opt_state))
-    x, y, x_val, y_val = jax.device_put((x, y, x_val, y_val))
     hyper = Hyperparameters(*(jnp.asarray(v, x.dtype) for v in (0.0, l2, dropout_rate)))
+    placed = (params, opt_state, x, y, x_val, y_val, hyper, key)
+    placed = jax.device_put(placed, None if layout is None else layout.replicated)
+    params, opt_state, x, y, x_val, y_val, hyper, key = placed
 
     start = time.perf_counter()
     compiled = _compiled_program(
