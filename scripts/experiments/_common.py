@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from matplotlib.figure import Figure
 
 import nnjax
 from nnjax._files import atomic_write
@@ -23,7 +24,15 @@ from nnjax.datasets import Dataset
 from nnjax.plotting import _save as save_figure  # writes a Figure as a PNG, atomically
 from nnjax.training import TrainResult, train
 
-__all__ = ["main", "new_network", "save_figure", "to_json", "train_network"]
+__all__ = [
+    "log_axes",
+    "main",
+    "new_network",
+    "save_axes",
+    "save_figure",
+    "to_json",
+    "train_network",
+]
 
 DEFAULT_OUTPUT_DIR = Path("runs/experiments")
 
@@ -42,6 +51,24 @@ def train_network(data: Dataset, params: list, key: jax.Array, **options: Any) -
     options = {"batch_size": 32, **options}
     validation = (data.x_test, data.y_test)
     return train(params, data.x_train, data.y_train, key=key, validation=validation, **options)
+
+
+def log_axes() -> tuple[Figure, Any]:
+    """A one-panel figure with a logarithmic y axis, for ``save_axes`` to finish."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    ax.set_yscale("log")
+    return fig, ax
+
+
+def save_axes(fig: Figure, ax: Any, path: Path, *, title: str, xlabel: str, ylabel: str) -> Path:
+    """Labels, grid and legend on ``ax``, then ``fig`` written to ``path`` as a PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
 
 
 def to_json(value: Any) -> Any:

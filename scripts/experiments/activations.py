@@ -19,9 +19,8 @@ import sys
 
 import jax
 import numpy as np
+from _common import log_axes, new_network, save_axes, train_network
 from _common import main as common_main
-from _common import new_network, save_figure, train_network
-from matplotlib.figure import Figure
 
 import nnjax
 from nnjax.datasets import load_dataset
@@ -60,19 +59,19 @@ def run(hidden=(64, 64), epochs=100, seed=0) -> dict:
 
 
 def plot(numbers: dict, path):
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = log_axes()
     for activation, losses in numbers["train_loss"].items():
         accuracy = numbers["test_accuracy"][activation]
         label = f"{activation} + {INITS[activation]} (test accuracy {accuracy:.0%})"
         ax.plot(np.arange(1, len(losses) + 1), losses, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss (cross-entropy)")
-    ax.set_title(f"Spirals, SGD with learning rate {LEARNING_RATE}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
+    return save_axes(
+        fig,
+        ax,
+        path,
+        title=f"Spirals, SGD with learning rate {LEARNING_RATE}",
+        xlabel="epoch",
+        ylabel="training loss (cross-entropy)",
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -19,9 +19,8 @@ import sys
 
 import jax
 import numpy as np
+from _common import log_axes, save_axes
 from _common import main as common_main
-from _common import save_figure
-from matplotlib.figure import Figure
 
 import nnjax
 from nnjax.diagnostics import layer_statistics
@@ -69,8 +68,7 @@ def run(depth=30, width=256, batch=256, seeds=(0, 1, 2, 3), cases=CASES) -> dict
 
 
 def plot(numbers: dict, path):
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = log_axes()
     for i, (name, std) in enumerate(numbers["std"].items()):
         layers = np.arange(1, len(std["geomean"]) + 1)
         ax.plot(layers, std["geomean"], color=f"C{i}", marker=".", label=name)
@@ -78,13 +76,14 @@ def plot(numbers: dict, path):
     if "relu/xavier" in numbers["std"]:
         start = numbers["std"]["relu/xavier"]["geomean"][0]
         ax.plot(layers, start * 2 ** (-(layers - 1) / 2), "k:", label="× 1/√2 per layer")
-    ax.set_yscale("log")
-    ax.set_xlabel("hidden layer")
-    ax.set_ylabel("activation std (geometric mean, min-max over seeds)")
-    ax.set_title(f"Activation scale at initialization, width {numbers['config']['width']}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
+    return save_axes(
+        fig,
+        ax,
+        path,
+        title=f"Activation scale at initialization, width {numbers['config']['width']}",
+        xlabel="hidden layer",
+        ylabel="activation std (geometric mean, min-max over seeds)",
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -19,9 +19,8 @@ import sys
 
 import jax
 import numpy as np
+from _common import log_axes, new_network, save_axes, train_network
 from _common import main as common_main
-from _common import new_network, save_figure, train_network
-from matplotlib.figure import Figure
 
 import nnjax
 from nnjax.datasets import load_dataset
@@ -77,20 +76,20 @@ def run(depth=10, width=32, epochs=30, learning_rate=0.1, seed=0) -> dict:
 
 
 def plot(numbers: dict, path):
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = log_axes()
     for i, (activation, _) in enumerate(CASES):
         norms = numbers[activation]
         layers = np.arange(1, len(norms["grad_norm_init"]) + 1)
         ax.plot(layers, norms["grad_norm_init"], f"C{i}-o", label=f"{activation}, at init")
         ax.plot(layers, norms["grad_norm_trained"], f"C{i}--s", label=f"{activation}, trained")
-    ax.set_yscale("log")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("gradient norm ||dL/dW||_F")
-    ax.set_title(f"Gradient flow, {len(layers)}-layer networks on spirals")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
+    return save_axes(
+        fig,
+        ax,
+        path,
+        title=f"Gradient flow, {len(layers)}-layer networks on spirals",
+        xlabel="layer",
+        ylabel="gradient norm ||dL/dW||_F",
+    )
 
 
 def main(argv: list[str]) -> int:
