@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -208,6 +209,29 @@ def _parser() -> argparse.ArgumentParser:
         help="data-parallel training over N local devices (or all): each minibatch is split "
         "over them, parameters replicated; --batch-size must divide by N (default: one device)",
     )
+    add(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="join a multi-process run whose process 0 serves at HOST:PORT "
+        "(jax.distributed; default: $JAX_COORDINATOR_ADDRESS, else one process). Every process "
+        "runs the same command with its own --process-id and loads its share of the data; "
+        "process 0 writes the run folder",
+    )
+    add(
+        "--num-processes",
+        type=_positive_int,
+        default=None,
+        metavar="P",
+        help="processes in the run (default: $JAX_NUM_PROCESSES)",
+    )
+    add(
+        "--process-id",
+        type=_nonnegative_int,
+        default=None,
+        metavar="I",
+        help="this process's index, 0 .. P-1 (default: $JAX_PROCESS_ID)",
+    )
     add("--output", type=Path, default=None, help="run folder (default: runs/DATASET)")
     add("--resume", action="store_true", help="continue from the run folder's checkpoint")
     add("--quiet", action="store_true", help="no progress bar")
@@ -386,18 +410,42 @@ def _write_plots(
     return paths
 
 
+def _process_share(name: str, x: Any, y: Any, *, quiet: bool) -> tuple[Any, Any]:
+    """This process's rows of ``x`` and ``y`` (all of them in a single-process run), after
+    trimming the data to a multiple of the devices of a multi-process run."""
+    import jax
+
+    from nnjax import distributed
+
+    if jax.process_count() == 1:
+        return x, y
+    n = len(x) - len(x) % jax.device_count()
+    if n < len(x) and not quiet:
+        print(
+            f"note: {name} data trimmed to {n} of {len(x)} samples, a multiple of the "
+            f"{jax.device_count()} devices"
+        )
+    rows = distributed.process_rows(n)
+    return x[rows], y[rows]
+
+
 def _train(args: argparse.Namespace) -> int:
     import jax
     from tqdm import tqdm
 
-    from nnjax import checkpoints, diagnostics, training
+    from nnjax import checkpoints, diagnostics, distributed, training
 
     config = _config(args)
     folder = args.output or Path("runs") / config["dataset"]
     try:
+        if args.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        elif args.num_processes is not None or args.process_id is not None:
+            raise ValueError("--num-processes and --process-id need --coordinator")
         run = _Run(config)
-        if args.devices is not None:
-            layout = training.data_parallel(args.devices)
+        devices = "all" if args.devices is None and jax.process_count() > 1 else args.devices
+        if devices is not None:
+            layout = training.data_parallel(devices)
             if config["batch_size"] % layout.num_devices:
                 raise ValueError(
                     f"--batch-size {config['batch_size']} does not divide by "
@@ -405,6 +453,15 @@ def _train(args: argparse.Namespace) -> int:
                 )
     except ValueError as error:
         return _usage_error(str(error))
+    # In a multi-process run, every process trains on its share of the data; process 0 reports.
+    lead = jax.process_index() == 0
+    (x_train, y_train), (x_test, y_test) = (
+        _process_share(name, *pair, quiet=args.quiet or not lead)
+        for name, pair in (
+            ("training", (run.data.x_train, run.data.y_train)),
+            ("test", (run.data.x_test, run.data.y_test)),
+        )
+    )
     checkpoint_path, metrics_path = folder / "checkpoint.npz", folder / "metrics.json"
 
     params, opt_state, start_epoch = run.initial_params, None, 0
@@ -429,7 +486,7 @@ def _train(args: argparse.Namespace) -> int:
         total=config["epochs"],
         initial=start_epoch,
         unit="epoch",
-        disable=args.quiet,
+        disable=args.quiet or not lead,
         dynamic_ncols=True,
         desc=f"{config['dataset']}",
     )
@@ -442,8 +499,8 @@ def _train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = training.train(
         params,
-        run.data.x_train,
-        run.data.y_train,
+        x_train,
+        y_train,
         **run.arch,
         optimizer=run.optimizer,
         opt_state=opt_state,
@@ -453,14 +510,20 @@ def _train(args: argparse.Namespace) -> int:
         grad=config["grad"],
         l2=config["l2"],
         dropout_rate=config["dropout"],
-        validation=(run.data.x_test, run.data.y_test),
+        validation=(x_test, y_test),
         start_epoch=start_epoch,
         callback=progress,
         diagnostics_every=config["diagnostics"],
-        devices=args.devices,
+        devices=devices,
     )
     wall = time.perf_counter() - start
     bar.close()
+    if not lead:
+        return 1 if result.diverged is not None else 0
+    # On this process's devices only, for the evaluation and plots below.
+    result = result._replace(
+        **jax.device_get({"params": result.params, "opt_state": result.opt_state})
+    )
 
     history = {k: earlier.get(k, []) + v for k, v in result.history.items()}
     epoch = start_epoch + result.epochs_run
@@ -488,6 +551,7 @@ def _train(args: argparse.Namespace) -> int:
         "compile_seconds": result.compile_seconds,
         "steps_per_second": result.steps_per_second,
         "diverged": None if result.diverged is None else result.diverged._asdict(),
+        "processes": jax.process_count(),
         "versions": _versions(),
     }
     _write_json(metrics_path, metrics)

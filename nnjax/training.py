@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from nnjax import _validation, diagnostics, network, optimizers
 from nnjax.regularization import l2_regularization
@@ -467,8 +468,11 @@ class DataParallel(NamedTuple):
     """Shardings for data-parallel training over a one-axis mesh named ``"data"``."""
 
     mesh: jax.sharding.Mesh
-    replicated: jax.sharding.NamedSharding  # parameters, optimizer state, data, keys
+    replicated: jax.sharding.NamedSharding  # parameters, optimizer state, keys
     batch: jax.sharding.NamedSharding  # each minibatch, split along its first axis
+    # The whole dataset: replicated in one process; split along its rows when each of several
+    # processes holds its own rows (see nnjax.distributed).
+    data: jax.sharding.NamedSharding
 
     @property
     def num_devices(self) -> int:
@@ -476,11 +480,20 @@ class DataParallel(NamedTuple):
 
 
 def data_parallel(devices: int | str = "all") -> DataParallel:
-    """A mesh of the first ``devices`` local devices (or ``"all"``) and its two shardings.
+    """A mesh of the first ``devices`` local devices (or ``"all"``) and its shardings.
+
+    In a multi-process run (``nnjax.distributed.initialize``), the mesh holds the devices of all
+    processes, in process order, and ``devices`` must be ``"all"`` or their number: every
+    process takes part in every step.
 
     Raises ValueError for a count that is not a positive integer or exceeds the devices there are.
     """
-    available = jax.local_devices()
+    multiprocess = jax.process_count() > 1
+    available = (
+        sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+        if multiprocess
+        else jax.local_devices()
+    )
     if devices == "all":
         count = len(available)
     elif isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
@@ -489,11 +502,50 @@ def data_parallel(devices: int | str = "all") -> DataParallel:
         raise ValueError(f'devices must be a positive integer or "all", got {devices!r}')
     if count > len(available):
         raise ValueError(f"asked for {count} devices but only {len(available)} are available")
+    if multiprocess and count != len(available):
+        raise ValueError(
+            f"a run of {jax.process_count()} processes trains on all {len(available)} of their "
+            f'devices; got devices={devices!r} (use "all")'
+        )
     mesh = jax.sharding.Mesh(np.asarray(available[:count]), ("data",))
-    return DataParallel(
-        mesh,
-        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
-        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")),
+    replicated, rows = (
+        jax.sharding.NamedSharding(mesh, spec)
+        for spec in (jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec("data"))
+    )
+    return DataParallel(mesh, replicated, rows, rows if multiprocess else replicated)
+
+
+def _place(
+    layout: DataParallel | None, state: tuple, data: tuple, with_validation: bool
+) -> tuple[tuple, tuple]:
+    """Puts ``state`` (parameters, optimizer state, hyperparameters, then the key) and ``data``
+    (``x, y, x_val, y_val``) on the default device, or on the devices of ``layout``.
+
+    With several processes, ``data`` holds this process's rows only; they become global arrays
+    split along their rows (``layout.data``), the processes' rows concatenated in process order.
+    """
+    if layout is None:
+        return jax.device_put((state, data))
+    if jax.process_count() == 1:
+        return jax.device_put((state, data), layout.replicated)
+    # device_put checks that every process passes the same state; it takes arrays, not keys.
+    *arrays, key = state
+    *arrays, key_data = jax.device_put((*arrays, jax.random.key_data(key)), layout.replicated)
+    state = (*arrays, jax.random.wrap_key_data(key_data, impl=jax.random.key_impl(key)))
+    rows = np.asarray(multihost_utils.process_allgather(np.array([len(a) for a in data[::2]])))
+    local = jax.local_device_count()
+    names = ("x", "validation x") if with_validation else ("x",)
+    for name, counts in zip(names, rows.T, strict=False):
+        if np.any(counts != counts[0]) or counts[0] % local:
+            raise ValueError(
+                f"every process must hold as many rows of {name}, a multiple of its {local} local "
+                f"devices; the processes hold {counts.tolist()} (see nnjax.distributed.process_rows)"
+            )
+    # Without validation data, x_val and y_val are placeholders every process holds whole.
+    shardings = (layout.data,) * 2 + ((layout.data if with_validation else layout.replicated),) * 2
+    return state, tuple(
+        jax.make_array_from_process_local_data(sharding, np.asarray(a))
+        for sharding, a in zip(shardings, data, strict=True)
     )
 
 
@@ -537,8 +589,14 @@ def _compile(config: _ProgramConfig, signature: tuple) -> Any:
     program = _build_program(**options)
     if vmapped:
         program = jax.vmap(program, in_axes=(0, 0, None, None, None, None, 0, 0, None, None))
+    # Data parallel: every output replicated, so that every process can read all of it.
+    outputs = None
+    if config.batch_sharding is not None:
+        outputs = jax.sharding.NamedSharding(
+            config.batch_sharding.mesh, jax.sharding.PartitionSpec()
+        )
     # Parameters and optimizer state are donated: the new ones reuse their buffers.
-    jitted = jax.jit(program, donate_argnums=(0, 1))
+    jitted = jax.jit(program, donate_argnums=(0, 1), out_shardings=outputs)
     return jitted.lower(*jax.tree.unflatten(treedef, structs)).compile()
 
 
@@ -611,9 +669,20 @@ def train(
 
     optimizer = optimizers.adam(1e-3) if optimizer is None else optimizer
     opt_state = optimizer.init(params) if opt_state is None else opt_state
+    if devices is None and jax.process_count() > 1:
+        devices = "all"
+    layout = None if devices is None else data_parallel(devices)
+
+    # Place everything on the device(s) once; copies let the caller keep its own arrays, which
+    # donation would otherwise invalidate.
+    params, opt_state = jax.tree.map(jnp.array, (params, opt_state))
+    hyper = Hyperparameters(*(jnp.asarray(v, x.dtype) for v in (0.0, l2, dropout_rate)))
+    (params, opt_state, hyper, key), (x, y, x_val, y_val) = _place(
+        layout, (params, opt_state, hyper, key), (x, y, x_val, y_val), validation is not None
+    )
+
     batch_size = min(batch_size, x.shape[0])
     num_batches = x.shape[0] // batch_size
-    layout = None if devices is None else data_parallel(devices)
     if layout is not None and batch_size % layout.num_devices:
         raise ValueError(
             f"batch_size {batch_size} does not divide by the {layout.num_devices} devices of "
@@ -635,14 +704,6 @@ def train(
         diagnostics_batch=min(x.shape[0], _DIAGNOSTICS_BATCH),
         batch_sharding=None if layout is None else layout.batch,
     )
-
-    # Place everything on the device(s) once; copies let the caller keep its own arrays, which
-    # donation would otherwise invalidate.
-    params, opt_state = jax.tree.map(jnp.array, (params, opt_state))
-    hyper = Hyperparameters(*(jnp.asarray(v, x.dtype) for v in (0.0, l2, dropout_rate)))
-    placed = (params, opt_state, x, y, x_val, y_val, hyper, key)
-    placed = jax.device_put(placed, None if layout is None else layout.replicated)
-    params, opt_state, x, y, x_val, y_val, hyper, key = placed
 
     start = time.perf_counter()
     compiled = _compiled_program(
