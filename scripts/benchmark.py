@@ -2,8 +2,10 @@
 loops, and K models trained together by a vmapped sweep against one after another.
 
 Run ``python scripts/benchmark.py`` (``--quick`` for a short smoke run, ``--json PATH`` for where
-the figures go). Every figure is a median over repeats, with the variants alternated inside each
-repeat so that a slow moment of the machine hits them alike; compare ratios, not absolute times.
+the figures go, ``--devices N|all`` to also time data-parallel epochs; on a CPU, make devices with
+``XLA_FLAGS=--xla_force_host_platform_device_count=N``, set before the script starts). Every
+figure is a median over repeats, with the variants alternated inside each repeat so that a slow
+moment of the machine hits them alike; compare ratios, not absolute times.
 
 Workloads (ReLU hidden layers, softmax cross-entropy, nnjax's Adam, float32):
   tiny   2-16-16-2        batch 64
@@ -17,6 +19,12 @@ Columns:
                 with one large jnp.dot; FLOPs per step = 6 x batch x sum(n_in x n_out).
   compile s     time to compile the epoch (or the step).
   memory MB     what the compiled epoch needs: arguments + outputs + temporaries (XLA's count).
+
+Data parallel (``--devices``): the compiled epoch with each minibatch split over the devices
+(``training.data_parallel``) against the same epoch on one device; speedup and its fraction of
+linear scaling. Forced CPU devices share the same cores, so they show the overhead of the
+partitioned program and its all-reduce, not a speedup; on N GPUs a workload whose step is large
+enough (mnist, wide) scales towards N.
 
 Loops:
   epoch         one compiled lax.scan over the epoch's minibatches (``make_train_epoch``),
@@ -94,6 +102,20 @@ def workload_data(sizes, batch, num_batches):
     return jax.device_put((x, y)), nnjax.init_network(k_p, sizes, "he")
 
 
+def compile_epoch(step, args, batch, num_batches, layout=None):
+    """The compiled epoch for ``args = (state, x, y)`` and its compile time in seconds; with a
+    ``training.DataParallel`` layout, minibatches split over its devices (``args`` placed)."""
+    epoch = training.make_train_epoch(
+        step,
+        num_batches=num_batches,
+        batch_size=batch,
+        batch_sharding=None if layout is None else layout.batch,
+    )
+    start = time.perf_counter()
+    exe = jax.jit(epoch, donate_argnums=0).lower(*args, HYPER, jax.random.key(0)).compile()
+    return exe, time.perf_counter() - start
+
+
 def build_variants(sizes, batch, num_batches):
     """For each gradient source, a compiled epoch and a compiled step, with compile times."""
     (x, y), params = workload_data(sizes, batch, num_batches)
@@ -101,18 +123,13 @@ def build_variants(sizes, batch, num_batches):
     variants = {}
     for grad in training.GRADIENT_SOURCES:
         step = training.make_train_step(**ARCH, optimizer=optimizer, grad=grad)
-        epoch = training.make_train_epoch(step, num_batches=num_batches, batch_size=batch)
 
         def one_step(params, opt_state, x, y, index, key, step=step):
             new_params, new_state, value = step(params, opt_state, x[index], y[index], HYPER, key)
             return new_params, new_state, value
 
         state = training.EpochState(params, optimizer.init(params), jnp.array(True), jnp.array(-1))
-        start = time.perf_counter()
-        epoch_exe = (
-            jax.jit(epoch, donate_argnums=0).lower(state, x, y, HYPER, jax.random.key(0)).compile()
-        )
-        epoch_compile = time.perf_counter() - start
+        epoch_exe, epoch_compile = compile_epoch(step, (state, x, y), batch, num_batches)
         index = jnp.arange(batch)
         start = time.perf_counter()
         step_exe = (
@@ -139,6 +156,7 @@ def build_variants(sizes, batch, num_batches):
 def time_epoch(variant, x, y, key):
     """One epoch through the compiled lax.scan; returns seconds."""
     state = jax.tree.map(jnp.copy, variant["state"])
+    jax.block_until_ready(state)
     start = time.perf_counter()
     state, losses = variant["epoch"](state, x, y, HYPER, key)
     losses.block_until_ready()
@@ -203,6 +221,43 @@ def benchmark_workload(name, repeats, quick):
     return rows
 
 
+def benchmark_data_parallel(name, devices, repeats, quick):
+    """The compiled epoch (manual gradients) on one device against the same epoch with each
+    minibatch split over ``devices`` (``training.data_parallel``), alternated in each round."""
+    sizes, batch = WORKLOADS[name]
+    num_batches = {"tiny": 200, "mnist": 20, "wide": 3}[name] // (4 if quick else 1)
+    (x, y), params = workload_data(sizes, batch, num_batches)
+    layout = training.data_parallel(devices)
+    if batch % layout.num_devices:
+        raise SystemExit(f"{name}: batch {batch} does not divide by {layout.num_devices} devices")
+    optimizer = nnjax.adam(1e-3)
+    step = training.make_train_step(**ARCH, optimizer=optimizer)
+    state = training.EpochState(params, optimizer.init(params), jnp.array(True), jnp.array(-1))
+    variants = {}
+    for count, placed_layout in ((1, None), (layout.num_devices, layout)):
+        args = (state, x, y)
+        if placed_layout is not None:
+            args = jax.device_put(args, placed_layout.replicated)
+        exe, _ = compile_epoch(step, args, batch, num_batches, placed_layout)
+        variants[count] = {"epoch": exe, "state": args[0], "data": args[1:]}
+    times = {count: [] for count in variants}
+    for r in range(repeats + 1):  # the first round warms up and is not counted
+        for count in variants if r % 2 else list(variants)[::-1]:
+            seconds = time_epoch(variants[count], *variants[count]["data"], jax.random.key(r))
+            if r > 0:
+                times[count].append(seconds)
+    rates = {count: num_batches / statistics.median(t) for count, t in times.items()}
+    speedup = rates[layout.num_devices] / rates[1]
+    return {
+        "workload": name,
+        "devices": layout.num_devices,
+        "one_device_steps_per_s": rates[1],
+        "data_parallel_steps_per_s": rates[layout.num_devices],
+        "speedup": speedup,
+        "efficiency": speedup / layout.num_devices,
+    }
+
+
 def benchmark_sweep(num_models, epochs, quick):
     """K tiny models in one vmapped program vs the same K models trained one after another.
 
@@ -239,7 +294,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", type=Path, default=Path("runs/benchmark.json"))
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--devices",
+        default=None,
+        metavar="N|all",
+        help="also time data-parallel epochs over N local devices (or all) against one device",
+    )
     args = parser.parse_args(argv)
+    devices = (
+        "all" if args.devices == "all" else None if args.devices is None else int(args.devices)
+    )
     repeats = args.repeats or (2 if args.quick else 7)
     workloads = ["tiny"] if args.quick else list(WORKLOADS)
 
@@ -249,6 +313,9 @@ def main(argv: list[str]) -> int:
     for row in rows:
         row["matmul_fraction"] = row["manual_gflops"] * 1e9 / rate
     sweep = benchmark_sweep(8 if args.quick else 64, 2 if args.quick else 10, args.quick)
+    parallel = []
+    if devices is not None:
+        parallel = [benchmark_data_parallel(w, devices, repeats, args.quick) for w in workloads]
 
     header = (
         f"{'workload':<8} {'loop':<6} {'manual steps/s':>15} {'autodiff steps/s':>17} "
@@ -269,6 +336,13 @@ def main(argv: list[str]) -> int:
         f"model-steps/s, one after another {sweep['sequential_model_steps_per_s']:,.0f}: "
         f"{sweep['speedup']:.1f}x"
     )
+    for row in parallel:
+        print(
+            f"data parallel: {row['workload']} epoch over {row['devices']} devices "
+            f"{row['data_parallel_steps_per_s']:,.0f} steps/s, on one device "
+            f"{row['one_device_steps_per_s']:,.0f}: {row['speedup']:.2f}x "
+            f"({row['efficiency']:.0%} of linear scaling)"
+        )
 
     targets = []
     by = {(row["workload"], row["loop"]): row for row in rows}
@@ -307,6 +381,7 @@ def main(argv: list[str]) -> int:
         "peak_rss_mb": peak_rss_mb,
         "rows": rows,
         "sweep": sweep,
+        "data_parallel": parallel,
         "targets": targets,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,55 @@
-"""Data-parallel training over 4 CPU devices, in a subprocess (the device count is fixed when JAX
-starts): the same parameters as on 1 device, replicated parameters, a compiler-inserted all-reduce,
-and checkpoints that move between sharded and single-device runs."""
+"""Training beyond one device, each configuration in subprocesses (the devices and processes are
+fixed when JAX starts).
+
+* Data parallelism over 4 CPU devices of one process: the same parameters as on 1 device,
+  replicated parameters, a compiler-inserted all-reduce, and checkpoints that move between
+  sharded and single-device runs.
+* Two processes on 127.0.0.1 (``nnjax.distributed``, CPU collectives over gloo), each loading its
+  own half of the data: both end with identical parameters, equal to one process trained on all
+  of it; through the API and through the documented ``nnjax train`` command.
+"""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
+
+from nnjax import distributed
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    """The test's environment for a subprocess, with strict rank promotion and no proxies (the
+    processes must reach each other on 127.0.0.1 directly)."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    return env | {"JAX_NUMPY_RANK_PROMOTION": "raise"} | extra
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_together(commands: list[list[str]], envs: list[dict[str, str]]) -> list[str]:
+    """Runs the commands at once (the processes of a run wait for each other); their stdouts."""
+    processes = [
+        subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c, e in zip(commands, envs, strict=True)
+    ]
+    try:
+        outputs = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for p, (_, stderr) in zip(processes, outputs, strict=True):
+        assert p.returncode == 0, stderr
+    return [stdout for stdout, _ in outputs]
+
 
 SCRIPT = textwrap.dedent(
     """
@@ -71,13 +112,9 @@ SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
+    (stdout,) = _run_together([[sys.executable, "-c", SCRIPT]], [_environment(XLA_FLAGS=flags)])
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def test_four_devices_train_the_same_parameters_as_one(report):
@@ -97,3 +134,137 @@ def test_checkpoints_move_between_sharded_and_single_device_runs(report):
 
 def test_a_batch_that_does_not_divide_is_an_error(report):
     assert "batch_size 30 does not divide by the 4 devices" in report["batch_error"]
+
+
+# One process of a multi-process run, or, without JAX_COORDINATOR_ADDRESS, a single process.
+WORKER = textwrap.dedent(
+    """
+    import json, os
+    import numpy as np
+    from nnjax import distributed
+
+    multiprocess = "JAX_COORDINATOR_ADDRESS" in os.environ
+    if multiprocess:
+        distributed.initialize()  # from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID
+
+    import jax
+    import nnjax
+    from nnjax import datasets, training
+
+    data = datasets.load_dataset("moons", jax.random.key(0))
+    rows, val_rows = (distributed.process_rows(len(a)) for a in (data.x_train, data.x_test))
+    params = nnjax.init_network(jax.random.key(1), [2, 16, 16, 2], "he")
+    result = training.train(
+        params, data.x_train[rows], data.y_train[rows], epochs=3, optimizer=nnjax.adam(1e-2),
+        batch_size=32, key=jax.random.key(2), dropout_rate=0.1,
+        validation=(data.x_test[val_rows], data.y_test[val_rows]),
+    )
+    W = result.params[0]["W"]
+    report = {
+        "processes": jax.process_count(),
+        "devices": jax.device_count(),
+        "rows": [rows.start, rows.stop],
+        "params": jax.tree.map(lambda a: np.asarray(a).tolist(), result.params),
+        "history": result.history,
+        "replicated_over": len(W.sharding.device_set) if W.sharding.is_fully_replicated else 0,
+    }
+
+    def error(f):
+        try:
+            f()
+        except ValueError as e:
+            return str(e)
+        return ""
+
+    if multiprocess:
+        mine = slice(0, 10 + 2 * jax.process_index())  # unequal shares
+        report["errors"] = {
+            "uneven": error(lambda: training.train(params, data.x_train[mine],
+                                                   data.y_train[mine], key=jax.random.key(0))),
+            "subset": error(lambda: training.data_parallel(1)),
+            "rows": error(lambda: distributed.process_rows(801)),
+        }
+    print(json.dumps(report))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def two_processes():
+    """The reports of the two processes of a run, then of a single process."""
+    address = f"127.0.0.1:{_free_port()}"
+    envs = [
+        _environment(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
+        for i in range(2)
+    ]
+    stdouts = _run_together([[sys.executable, "-c", WORKER]] * 3, [*envs, _environment()])
+    return [json.loads(out.strip().splitlines()[-1]) for out in stdouts]
+
+
+def _max_relative(a, b) -> float:
+    return max(
+        float(np.max(np.abs(u - v)) / np.max(np.abs(v)))
+        for u, v in zip(map(np.asarray, a), map(np.asarray, b), strict=True)
+    )
+
+
+def _leaves(report):
+    return [leaf for layer in report["params"] for leaf in (layer["W"], layer["b"])]
+
+
+def test_two_processes_end_with_identical_parameters_equal_to_one_process(two_processes):
+    first, second, single = two_processes
+    assert (first["processes"], first["devices"], single["processes"]) == (2, 2, 1)
+    assert first["params"] == second["params"]  # bit for bit
+    assert first["replicated_over"] == second["replicated_over"] == 2
+    assert _max_relative(_leaves(first), _leaves(single)) <= 1e-5
+    assert first["history"] == second["history"]
+    for key, values in single["history"].items():
+        np.testing.assert_allclose(first["history"][key], values, rtol=1e-5)
+
+
+def test_each_process_loads_its_own_half_of_the_data(two_processes):
+    first, second, single = two_processes
+    n = single["rows"][1]
+    assert first["rows"] == [0, n // 2] and second["rows"] == [n // 2, n]
+
+
+def test_multiprocess_misuse_is_an_error_in_every_process(two_processes):
+    for report in two_processes[:2]:
+        errors = report["errors"]
+        assert "every process must hold as many rows of x" in errors["uneven"]
+        assert "[10, 12]" in errors["uneven"]
+        assert 'use "all"' in errors["subset"]
+        assert "801 rows do not divide by the 2 devices" in errors["rows"]
+
+
+def test_two_processes_of_nnjax_train_write_what_one_process_does(tmp_path):
+    options = ["train", "--dataset", "moons", "--hidden", "8", "--epochs", "2", "--quiet"]
+    address = f"127.0.0.1:{_free_port()}"
+    commands = [
+        [sys.executable, "-m", "nnjax.cli", *options, "--output", str(tmp_path / folder), *extra]
+        for folder, extra in [
+            ("p0", ["--coordinator", address, "--num-processes", "2", "--process-id", "0"]),
+            ("p1", ["--coordinator", address, "--num-processes", "2", "--process-id", "1"]),
+            ("single", []),
+        ]
+    ]
+    _run_together(commands, [_environment()] * 3)
+    assert not (tmp_path / "p1").exists()  # process 0 writes the run folder
+    assert json.loads((tmp_path / "p0" / "metrics.json").read_text())["processes"] == 2
+    shared, single = (np.load(tmp_path / f / "checkpoint.npz") for f in ("p0", "single"))
+    names = [name for name in single.files if name.startswith(("params", "opt_state.m"))]
+    assert len(names) == 8
+    assert _max_relative([shared[n] for n in names], [single[n] for n in names]) <= 1e-5
+
+
+def test_process_rows_in_a_single_process_is_everything():
+    assert distributed.process_rows(801) == slice(0, 801)
+    with pytest.raises(ValueError, match="positive integer"):
+        distributed.process_rows(0)
+
+
+def test_a_malformed_environment_variable_is_named(monkeypatch):
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES must be an integer, got 'two'"):
+        distributed.initialize("127.0.0.1:1")

@@ -74,7 +74,9 @@ def test_benchmark_quick_runs_and_reports(tmp_path):
     import json
 
     report_path = tmp_path / "benchmark.json"
-    out = run_script("benchmark.py", "--quick", "--json", str(report_path), cwd=tmp_path).stdout
+    out = run_script(
+        "benchmark.py", "--quick", "--devices", "all", "--json", str(report_path), cwd=tmp_path
+    ).stdout
     assert "GFLOP/s" in out and "targets:" in out
     report = json.loads(report_path.read_text())
     assert report["quick"] is True
@@ -84,4 +86,9 @@ def test_benchmark_quick_runs_and_reports(tmp_path):
         low, high = row["ratio_range"]
         assert low <= row["manual_over_autodiff"] <= high
     assert report["sweep"]["models"] == 8
+    (parallel,) = report["data_parallel"]  # the tiny workload over this process's one device
+    assert parallel["devices"] == 1 and "data parallel: tiny epoch over 1 devices" in out
+    assert parallel["speedup"] == pytest.approx(
+        parallel["data_parallel_steps_per_s"] / parallel["one_device_steps_per_s"]
+    )
     assert all(isinstance(t["met"], bool) for t in report["targets"])
