@@ -648,7 +648,10 @@ def train(
       devices: data parallelism over this many local devices (or ``"all"``): each minibatch is
         split along the batch axis over a mesh of them, parameters and optimizer state are
         replicated, and the compiler sums the gradients (see ``data_parallel``). ``batch_size``
-        must divide by the device count. None: the default device only.
+        must divide by the device count. None: the default device only, or, in a multi-process
+        run (``nnjax.distributed``), ``"all"``: there ``x``, ``y`` and the validation data are
+        this process's rows only (``distributed.process_rows``), every process holding as many,
+        and the returned parameters are global arrays, replicated on every device.
 
     Returns:
       A ``TrainResult``.

@@ -117,6 +117,8 @@ def test_divergence_exits_1_and_keeps_the_last_finite_checkpoint(tmp_path, capsy
         (["--dropout", "1"], r"must be in \[0, 1\), got 1"),
         (["--batch-size", "zero"], "expected a positive integer, got 'zero'"),
         (["--diagnostics", "-1"], "must be an integer >= 0, got -1"),
+        (["--num-processes", "2"], "--num-processes and --process-id need --coordinator"),
+        (["--process-id", "-1"], "must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_options_fail_with_one_line_and_exit_2(options, message):

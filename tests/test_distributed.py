@@ -74,7 +74,22 @@ SCRIPT = textwrap.dedent(
 
     layout = training.data_parallel("all")
     step = training.make_train_step(optimizer=optimizer)
-    epoch = training.make_train_epoch(step, num_batches=4, batch_size=32, batch_sharding=layout.batch)
+    seen = {}
+
+    def inspected_step(params, opt_state, x, y, hyper, key):
+        # The shardings XLA chose inside the partitioned step, reported at compile time.
+        for name, array in (("minibatch", x), ("weights", params[0]["W"])):
+            jax.debug.inspect_array_sharding(
+                array, callback=lambda s, name=name, ndim=array.ndim: seen.update(
+                    {name: (s.is_equivalent_to(layout.batch, ndim),
+                            s.is_equivalent_to(layout.replicated, ndim))}
+                )
+            )
+        return step(params, opt_state, x, y, hyper, key)
+
+    epoch = training.make_train_epoch(
+        inspected_step, num_batches=4, batch_size=32, batch_sharding=layout.batch
+    )
     state = training.EpochState(params, optimizer.init(params), jnp.array(True), jnp.array(-1))
     args = (state, data.x_train, data.y_train, training.Hyperparameters(0.0, 0.0, 0.0),
             jax.random.key(0))
@@ -103,6 +118,7 @@ SCRIPT = textwrap.dedent(
         "param_devices": len(four.params[0]["W"].sharding.device_set),
         "replicated": four.params[0]["W"].sharding.is_fully_replicated,
         "all_reduce": "all-reduce" in hlo,
+        "inside_step": seen,
         "loaded_devices": len(saved.params[0]["W"].devices()),
         "batch_error": batch_error,
     }))
@@ -125,6 +141,11 @@ def test_four_devices_train_the_same_parameters_as_one(report):
 def test_parameters_are_replicated_and_the_compiler_sums_the_gradients(report):
     assert report["param_devices"] == 4 and report["replicated"]
     assert report["all_reduce"]
+
+
+def test_inside_the_step_the_minibatch_is_split_and_the_weights_replicated(report):
+    # (split along the batch axis, replicated) for each array
+    assert report["inside_step"] == {"minibatch": [True, False], "weights": [False, True]}
 
 
 def test_checkpoints_move_between_sharded_and_single_device_runs(report):
