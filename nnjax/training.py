@@ -541,7 +541,8 @@ def _place(
                 f"every process must hold as many rows of {name}, a multiple of its {local} local "
                 f"devices; the processes hold {counts.tolist()} (see nnjax.distributed.process_rows)"
             )
-    # Without validation data, x_val and y_val are placeholders every process holds whole.
+    if not with_validation:  # placeholders, never evaluated: the same zeros in every process
+        data = (*data[:2], *(np.zeros_like(np.asarray(a)) for a in data[2:]))
     shardings = (layout.data,) * 2 + ((layout.data if with_validation else layout.replicated),) * 2
     return state, tuple(
         jax.make_array_from_process_local_data(sharding, np.asarray(a))

@@ -205,6 +205,9 @@ WORKER = textwrap.dedent(
             "subset": error(lambda: training.data_parallel(1)),
             "rows": error(lambda: distributed.process_rows(801)),
         }
+        plain = training.train(params, data.x_train[rows], data.y_train[rows], epochs=1,
+                               batch_size=400, key=jax.random.key(3))
+        report["without_validation"] = plain.history
     print(json.dumps(report))
     """
 )
@@ -242,6 +245,12 @@ def test_two_processes_end_with_identical_parameters_equal_to_one_process(two_pr
     assert first["history"] == second["history"]
     for key, values in single["history"].items():
         np.testing.assert_allclose(first["history"][key], values, rtol=1e-5)
+
+
+def test_training_without_validation_data_agrees_across_processes(two_processes):
+    first, second, _ = two_processes
+    assert first["without_validation"] == second["without_validation"]
+    assert list(first["without_validation"]) == ["train_loss", "train_accuracy"]
 
 
 def test_each_process_loads_its_own_half_of_the_data(two_processes):
