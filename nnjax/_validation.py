@@ -7,6 +7,7 @@ vmapped sweep) has no concrete value; its range check is then skipped, never gue
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
@@ -34,13 +35,16 @@ def check_in_range(
     low_inclusive: bool = True,
     high_inclusive: bool = False,
 ) -> None:
-    """Raises ValueError unless ``low <(=) value <(=) high``; traced values pass unchecked."""
+    """Raises ValueError unless ``value`` is a scalar with ``low <(=) value <(=) high``, finite;
+    a traced scalar passes unchecked."""
+    if not callable(value) and jnp.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}")
     v = concrete_float(value)
     if v is None:
         return
     below = v < low if low_inclusive else v <= low
     above = high is not None and (v > high if high_inclusive else v >= high)
-    if below or above or v != v:  # v != v catches NaN
+    if below or above or not math.isfinite(v):
         lo = "[" if low_inclusive else "("
         hi = "]" if high_inclusive else ")"
         upper = "inf" if high is None else f"{high:g}"

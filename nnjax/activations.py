@@ -29,18 +29,23 @@ def sigmoid(x: jax.Array) -> jax.Array:
 
 
 def sigmoid_derivative(x: jax.Array) -> jax.Array:
-    r""":math:`\sigma'(x) = \sigma(x)(1 - \sigma(x))`, finite for any finite ``x``."""
-    sx = sigmoid(x)
-    return sx * (1 - sx)
+    r""":math:`\sigma'(x) = \sigma(x)(1 - \sigma(x))`, finite for any finite ``x``.
+
+    Computed as :math:`\sigma(x)\,\sigma(-x)` (equal, since :math:`1 - \sigma(x) = \sigma(-x)`):
+    ``1 - sigmoid(x)`` cancels for large ``x`` (17% off at ``x = 15`` in float32, and 0 from
+    ``x = 17`` on), while ``sigmoid(-x)`` keeps full relative precision on both sides.
+    """
+    return sigmoid(x) * sigmoid(-x)
 
 
 def relu(x: jax.Array) -> jax.Array:
     r""":math:`\text{ReLU}(x) = \max(0, x)`.
 
     Written as a ``where`` so that ``jax.grad`` gives 0 at ``x == 0``, the same as
-    ``relu_derivative`` (``jax.grad`` of ``jnp.maximum(0, x)`` gives 0.5 there).
+    ``relu_derivative`` (``jax.grad`` of ``jnp.maximum(0, x)`` gives 0.5 there). NaN stays NaN,
+    as with ``jnp.maximum``, so a broken network shows in its loss instead of being zeroed.
     """
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+    return jnp.where(x <= 0, jnp.zeros_like(x), x)
 
 
 def relu_derivative(x: jax.Array) -> jax.Array:
@@ -54,8 +59,12 @@ def tanh(x: jax.Array) -> jax.Array:
 
 
 def tanh_derivative(x: jax.Array) -> jax.Array:
-    r""":math:`\tanh'(x) = 1 - \tanh^2(x)`."""
-    return 1 - jnp.tanh(x) ** 2
+    r""":math:`\tanh'(x) = 1 - \tanh^2(x)`.
+
+    Computed as :math:`1 / \cosh^2(x)` (equal): ``1 - tanh(x)**2`` cancels to 0 from about
+    ``|x| = 9`` in float32, where the derivative is still about 1e-7.
+    """
+    return jnp.square(1 / jnp.cosh(x))
 
 
 def identity(x: jax.Array) -> jax.Array:

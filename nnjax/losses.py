@@ -103,10 +103,10 @@ def binary_cross_entropy_derivative(
     """
     y_true, y_pred = _check_pair(y_true, y_pred)
     eps = _bce_epsilon(y_pred.dtype, epsilon)
-    inside = (y_pred > eps) & (y_pred < 1 - eps)
+    clipped = (y_pred <= eps) | (y_pred >= 1 - eps)  # False for NaN, which stays NaN
     p = jnp.clip(y_pred, eps, 1 - eps)
     grad = (-y_true / p + (1 - y_true) / (1 - p)) / y_pred.size
-    return jnp.where(inside, grad, jnp.zeros_like(grad))
+    return jnp.where(clipped, jnp.zeros_like(grad), grad)
 
 
 def binary_cross_entropy_with_logits(y_true: jax.Array, logits: jax.Array) -> jax.Array:
@@ -171,7 +171,9 @@ def softmax_cross_entropy(y_true: jax.Array, logits: jax.Array) -> jax.Array:
 
     Args:
       y_true: integer class labels of shape ``(batch,)``, or one-hot (or any probability)
-        targets of shape ``(batch, classes)``.
+        targets of shape ``(batch, classes)``. Concrete labels outside ``[0, classes)`` raise
+        ValueError; traced ones (under ``jit``) cannot be checked, and one out of range becomes
+        an all-zero row, as in optax (``training.train`` checks its labels before compiling).
       logits: pre-softmax outputs of shape ``(batch, classes)``.
     """
     targets = _one_hot_targets(y_true, logits)
@@ -182,7 +184,12 @@ def softmax_cross_entropy(y_true: jax.Array, logits: jax.Array) -> jax.Array:
 def softmax_cross_entropy_derivative(y_true: jax.Array, logits: jax.Array) -> jax.Array:
     r""":math:`\frac{\partial L}{\partial z_{bk}} = \frac{1}{B}(\text{softmax}(z_b)_k - y_{bk})`.
 
-    Holds for targets whose rows sum to 1 (integer labels, one-hot rows). Shape of ``logits``.
+    The spec's form holds for targets whose rows sum to 1 (integer labels, one-hot or
+    probability rows). For any other targets (multi-label rows, label smoothing that does not
+    sum to 1) the exact derivative is :math:`\frac{1}{B}(\text{softmax}(z_b)_k \sum_j y_{bj} -
+    y_{bk})`, which is what this computes; it equals the spec's when the rows sum to 1. Shape of
+    ``logits``.
     """
     targets = _one_hot_targets(y_true, logits)
-    return (softmax(logits) - targets) / (targets.size // targets.shape[-1])
+    row_sums = jnp.sum(targets, axis=-1, keepdims=True)
+    return (softmax(logits) * row_sums - targets) / (targets.size // targets.shape[-1])

@@ -116,10 +116,16 @@ def init_network(
         _validation.check_choice("init", init, INITIALIZERS)
         init = INITIALIZERS[init]
     keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"W": init(k, n_in, n_out, dtype), "b": jnp.zeros((n_out,), dtype)}
-        for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
+    params = []
+    for l, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True), start=1):
+        W = init(k, n_in, n_out, dtype)
+        if jnp.shape(W) != (n_out, n_in) or jnp.result_type(W) != jnp.dtype(dtype):
+            raise ValueError(
+                f"init returned weights of shape {jnp.shape(W)} and dtype {jnp.result_type(W)} "
+                f"for layer {l}; expected ({n_out}, {n_in}) (n_out, n_in) and {jnp.dtype(dtype)}"
+            )
+        params.append({"W": W, "b": jnp.zeros((n_out,), dtype)})
+    return params
 
 
 def layer_sizes(params: Params) -> tuple[int, ...]:

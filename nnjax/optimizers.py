@@ -64,6 +64,13 @@ def _check_decay(name: str, beta: float) -> None:
     _validation.check_in_range(name, beta, low=0.0, high=1.0)
 
 
+def _bias_correction(beta: float, count: jax.Array, like: jax.Array) -> jax.Array:
+    """:math:`1 - \beta^t` in ``like``'s dtype, computed in at least float32 (as optax does): in
+    bfloat16, 0.999 rounds to 1 and the correction would be 0."""
+    dtype = jnp.promote_types(like.dtype, jnp.float32)
+    return (1 - jnp.asarray(beta, dtype) ** count).astype(like.dtype)
+
+
 def _scaled(learning_rate: ScalarOrSchedule, count: jax.Array, direction: Any) -> Any:
     """Returns :math:`-\\alpha_t \\cdot` direction, leaf by leaf, in each leaf's dtype."""
     lr = learning_rate(count) if callable(learning_rate) else learning_rate
@@ -219,8 +226,8 @@ def adam(
 
         def step(m, v):
             # In the moments' dtype: no float64 enters a float32 program, even under x64.
-            m_hat = m / (1 - _like(beta1, m) ** count)
-            v_hat = v / (1 - _like(beta2, v) ** count)
+            m_hat = m / _bias_correction(beta1, count, m)
+            v_hat = v / _bias_correction(beta2, count, v)
             return m_hat / (jnp.sqrt(v_hat + _like(eps_root, v)) + _like(epsilon, v))
 
         updates = _scaled(learning_rate, state.count, jax.tree.map(step, mu, nu))

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nnjax import _validation
@@ -28,7 +29,8 @@ def l2_regularization(weights: Sequence[jax.Array], lambda_: float) -> jax.Array
       A scalar; add it to the data loss.
     """
     _validation.check_in_range("lambda_", lambda_, low=0.0)
-    return 0.5 * lambda_ * sum(jnp.sum(w**2) for w in weights)
+    # lambda_ in each weight's dtype: a float64 lambda_ never promotes float32 weights.
+    return sum(0.5 * jnp.asarray(lambda_, w.dtype) * jnp.sum(w**2) for w in weights)
 
 
 def l2_regularization_gradient(weights: Sequence[jax.Array], lambda_: float) -> list[jax.Array]:
@@ -37,7 +39,7 @@ def l2_regularization_gradient(weights: Sequence[jax.Array], lambda_: float) -> 
     Returns one array per weight matrix, each of its shape.
     """
     _validation.check_in_range("lambda_", lambda_, low=0.0)
-    return [lambda_ * w for w in weights]
+    return [jnp.asarray(lambda_, w.dtype) * w for w in weights]
 
 
 def _is_weight_matrix(leaf: jax.Array) -> bool:
@@ -106,7 +108,11 @@ def dropout_forward(
     """
     _validation.check_in_range("p_drop", p_drop, low=0.0, high=1.0)
     x = _validation.check_float_array("x", x)
-    keep = 1 - jnp.asarray(p_drop, x.dtype)
+    # 1 - p_drop before rounding to x's dtype: in bfloat16, 1 - bf16(0.999) would be 0.
+    p = _validation.concrete_float(p_drop)
+    keep = jnp.asarray(1 - p if p is not None else 1 - jnp.asarray(p_drop, jnp.float32), x.dtype)
+    if p is not None and np.asarray(1 - p, x.dtype) == 0:
+        raise ValueError(f"p_drop={p!r} leaves a keep probability that is 0 in {x.dtype}")
     # Bernoulli(keep) as jax.random.bernoulli draws it, with typed bounds so that no float64
     # constant enters a float32 program under x64.
     zero, one = jnp.zeros((), x.dtype), jnp.ones((), x.dtype)

@@ -429,3 +429,20 @@ def test_property_derivatives_match_autodiff_float64(values):
     # atol: softmax(z) - 1 cancels when one logit dominates, and the two forms round softmax
     # differently, by an ulp of 1 (2.2e-16) each; divided by B that is ~3e-17 per entry
     chex.assert_trees_all_close(manual, auto, rtol=1e-10, atol=4 * np.finfo(np.float64).eps / B)
+
+
+def test_softmax_ce_derivative_is_exact_for_targets_whose_rows_do_not_sum_to_one():
+    """Multi-label rows, an all-zero row: the derivative is softmax(z) * sum(y) - y (over B), which
+    is jax.grad of the loss; the spec's softmax(z) - y holds only for rows summing to 1."""
+    y = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
+    z = np.array([[0.5, -1.0, 2.0], [1.0, 0.0, -1.0], [0.1, 0.2, 0.3]])
+    with jax.enable_x64(True):
+        manual = losses.softmax_cross_entropy_derivative(jnp.asarray(y), jnp.asarray(z))
+        auto = jax.grad(losses.softmax_cross_entropy, argnums=1)(jnp.asarray(y), jnp.asarray(z))
+    chex.assert_trees_all_close(manual, auto, rtol=1e-12, atol=1e-15)
+
+
+def test_bce_derivative_passes_nan_on():
+    y_pred = jnp.array([jnp.nan, 0.5, 0.0])
+    grad = np.asarray(losses.binary_cross_entropy_derivative(jnp.ones(3), y_pred))
+    assert np.isnan(grad[0]) and np.isfinite(grad[1:]).all() and grad[2] == 0.0

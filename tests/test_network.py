@@ -117,6 +117,26 @@ def test_init_network_rejects_unknown_initializer():
         nnjax.init_network(jax.random.key(0), [2, 2], "glorot")
 
 
+@pytest.mark.parametrize(
+    ("init", "message"),
+    [
+        # jax.nn.initializers' (n_in, n_out) layout (only a non-square layer can show it)
+        (
+            lambda k, n_in, n_out, dtype: nnjax.he_init(k, n_in, n_out, dtype).T,
+            r"shape \(4, 3\) and dtype float32 for layer 2; expected \(3, 4\)",
+        ),
+        (
+            lambda k, n_in, n_out, dtype: jnp.ones((n_out, n_in), jnp.int32),
+            r"dtype int32 for layer 1; expected \(4, 4\) \(n_out, n_in\) and float32",
+        ),
+    ],
+    ids=["transposed", "integer"],
+)
+def test_init_network_checks_what_a_custom_init_returns(init, message):
+    with pytest.raises(ValueError, match=message):
+        nnjax.init_network(jax.random.key(0), [4, 4, 3], init)
+
+
 # --- forward pass -----------------------------------------------------------------------------
 
 

@@ -619,6 +619,11 @@ BAD = [
     ("adam", {"epsilon": 0.0}, "epsilon"),
     ("adam", {"epsilon": -1e-8}, "epsilon"),
     ("adam", {"eps_root": -1e-8}, "eps_root"),
+    ("sgd", {"learning_rate": math.inf}, "learning_rate"),
+    ("adam", {"epsilon": math.inf}, "epsilon"),
+    # an array of hyperparameters would broadcast every update to its shape
+    ("sgd", {"learning_rate": jnp.array([0.1, 0.2])}, "learning_rate"),
+    ("momentum", {"beta": np.array([0.5])}, "beta"),
 ]
 
 
@@ -643,6 +648,24 @@ def test_bad_hyperparameters_raise_value_error_naming_them(name, kwargs, param):
 def test_boundary_hyperparameters_are_accepted(make):
     opt = make()
     assert isinstance(opt, optax.GradientTransformation)
+
+
+def test_adam_in_bfloat16_moves_like_optax():
+    """bfloat16 rounds 0.999 to 1: the bias correction 1 - beta2^t is computed in float32 (as
+    optax does), so parameters move, and a zero gradient leaves them finite."""
+    params = {"w": jnp.array([1.0, -2.0, 0.5], jnp.bfloat16), "b": jnp.zeros(2, jnp.bfloat16)}
+    grads = {"w": jnp.array([0.3, -0.2, 0.1], jnp.bfloat16), "b": jnp.zeros(2, jnp.bfloat16)}
+    results = []
+    for opt in (nnjax.adam(0.01), optax.adam(0.01)):
+        p, state = params, opt.init(params)
+        for _ in range(50):
+            updates, state = opt.update(grads, state, p)
+            p = optax.apply_updates(p, updates)
+        results.append(jax.tree.map(lambda a: np.asarray(a, np.float32), p))
+    mine, reference = results
+    assert np.isfinite(mine["b"]).all() and (mine["b"] == 0).all()
+    chex.assert_trees_all_close(mine, reference, rtol=2e-2, atol=0.0)
+    assert np.abs(mine["w"] - np.asarray(params["w"], np.float32)).min() > 0.3
 
 
 def test_beta_zero_momentum_is_sgd_for_both_forms():

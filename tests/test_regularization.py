@@ -385,6 +385,21 @@ def test_dropout_keeps_dtype(dtype):
     assert out.shape == cache.shape == dx.shape == (8, 16)
 
 
+@pytest.mark.parametrize(("p", "dtype"), [(0.999, jnp.bfloat16), (1 - 1e-9, jnp.float32)])
+def test_dropout_keep_probability_is_taken_before_rounding(p, dtype):
+    """1 - p_drop is formed before rounding to x's dtype (1 - bf16(0.999) would be 0: NaN)."""
+    x = jnp.ones((64, 64), dtype)
+    out, mask = dropout_forward(KEY, x, p)
+    values = np.unique(np.asarray(mask, np.float64))
+    assert np.isfinite(np.asarray(out, np.float64)).all()
+    assert values[0] == 0.0 and (len(values) == 1 or values[1] > 1e2)
+
+
+def test_dropout_rejects_a_keep_probability_that_rounds_to_zero():
+    with pytest.raises(ValueError, match="keep probability that is 0 in float16"):
+        dropout_forward(KEY, jnp.ones((2, 3), jnp.float16), 1 - 2**-53)
+
+
 @pytest.mark.parametrize("p", [1.0, -0.1, 1.5, -1e-12, math.nan])
 def test_dropout_rejects_p_outside_unit_interval(p):
     with pytest.raises(ValueError, match="p_drop"):
