@@ -234,27 +234,28 @@ def benchmark_data_parallel(name, devices, repeats, quick):
     step = training.make_train_step(**ARCH, optimizer=optimizer)
     state = training.EpochState(params, optimizer.init(params), jnp.array(True), jnp.array(-1))
     variants = {}
-    for count, placed_layout in ((1, None), (layout.num_devices, layout)):
+    for variant, placed_layout in (("one_device", None), ("data_parallel", layout)):
         args = (state, x, y)
         if placed_layout is not None:
             args = jax.device_put(args, placed_layout.replicated)
         exe, _ = compile_epoch(step, args, batch, num_batches, placed_layout)
-        variants[count] = {"epoch": exe, "state": args[0], "data": args[1:]}
-    times = {count: [] for count in variants}
+        variants[variant] = {"epoch": exe, "state": args[0], "data": args[1:]}
+    times = {variant: [] for variant in variants}
     for r in range(repeats + 1):  # the first round warms up and is not counted
-        for count in variants if r % 2 else list(variants)[::-1]:
-            seconds = time_epoch(variants[count], *variants[count]["data"], jax.random.key(r))
+        for variant in variants if r % 2 else list(variants)[::-1]:
+            seconds = time_epoch(variants[variant], *variants[variant]["data"], jax.random.key(r))
             if r > 0:
-                times[count].append(seconds)
-    rates = {count: num_batches / statistics.median(t) for count, t in times.items()}
-    speedup = rates[layout.num_devices] / rates[1]
+                times[variant].append(seconds)
+    rates = {variant: num_batches / statistics.median(t) for variant, t in times.items()}
+    speedup = rates["data_parallel"] / rates["one_device"]
     return {
         "workload": name,
         "devices": layout.num_devices,
-        "one_device_steps_per_s": rates[1],
-        "data_parallel_steps_per_s": rates[layout.num_devices],
+        "one_device_steps_per_s": rates["one_device"],
+        "data_parallel_steps_per_s": rates["data_parallel"],
         "speedup": speedup,
         "efficiency": speedup / layout.num_devices,
+        "times_s": times,
     }
 
 
