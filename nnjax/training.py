@@ -21,9 +21,11 @@ training set is reduced to its size (full-batch training).
 Metrics: after each epoch, the loss and accuracy on the whole training set (and validation set)
 are computed in evaluation mode (no dropout), so they measure the network, not the noise.
 
-A non-finite loss stops training at the step where it appears: the parameters and optimizer
-state returned are the last ones with a finite loss, and ``TrainResult.diverged`` names the epoch
-and step.
+Divergence: a non-finite loss stops training at the step where it appears, and so do
+parameters or optimizer state that end an epoch non-finite (an update that overflowed). The
+epoch it happened in does not count: the parameters and optimizer state returned are those after
+the last completed epoch (the initial ones if it was the first), every value finite, so a
+checkpoint of them resumes exactly. ``TrainResult.diverged`` names the epoch and step.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ _DIAGNOSTICS_BATCH = 256
 
 
 class Divergence(NamedTuple):
-    """Where training met a non-finite loss (both zero-based)."""
+    """Where training met a non-finite loss (both zero-based); ``step`` is the epoch's last when
+    every loss was finite but the parameters or optimizer state it ended with were not."""
 
     epoch: int
     step: int
@@ -63,7 +66,7 @@ class TrainResult(NamedTuple):
     """What ``train`` returns.
 
     Attributes:
-      params: the trained parameters (the last finite ones if training diverged).
+      params: the trained parameters (after the last completed epoch if training diverged).
       opt_state: the optimizer state that goes with them.
       history: per-epoch ``train_loss``, ``train_accuracy`` and, with validation data,
         ``val_loss`` and ``val_accuracy`` (no accuracy for ``loss="mse"``).
@@ -265,6 +268,11 @@ def make_train_step(
     return step
 
 
+def _all_finite(tree: Any) -> jax.Array:
+    """True where every element of every leaf of ``tree`` is finite (integer leaves always are)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
 class EpochState(NamedTuple):
     """What an epoch carries: parameters, optimizer state, and whether every loss was finite.
 
@@ -434,9 +442,23 @@ def _build_program(
             return jax.lax.cond((epoch + 1) % diagnostics_every == 0, compute, lambda: skip)
 
         def one_epoch(loop):
-            i, state, bad_epoch, metrics = loop
+            i, start, bad_epoch, metrics = loop
             epoch = first_epoch + i
-            state, _ = epoch_fn(state, x, y, hyper, jax.random.fold_in(key, epoch))
+            state, _ = epoch_fn(start, x, y, hyper, jax.random.fold_in(key, epoch))
+            # An epoch that met a non-finite loss, or ended with non-finite parameters or optimizer
+            # state (an update can overflow while every loss was finite), does not count: the
+            # state stays where the epoch started, so the result is always a completed epoch's.
+            ends_finite = _all_finite((state.params, state.opt_state))
+            finite = state.finite & ends_finite
+            state = EpochState(
+                *jax.tree.map(
+                    lambda new, old: jnp.where(finite, new, old),
+                    (state.params, state.opt_state),
+                    (start.params, start.opt_state),
+                ),
+                finite,
+                jnp.where(state.finite & ~ends_finite, num_batches - 1, state.bad_step),
+            )
             validation = evaluate(state.params, x_val, y_val, **arch) if with_validation else ()
             row = jnp.stack(
                 [
@@ -782,8 +804,8 @@ class SweepResult(NamedTuple):
       params: the trained parameters, every leaf with a leading axis of ``K`` models.
       history: ``train_loss``, ``train_accuracy`` (and ``val_*`` with validation data), each a
         NumPy array ``(K, epochs)``; NaN after a model's loss diverged.
-      diverged: ``(K,)`` booleans, True where a model met a non-finite loss (its parameters are
-        the last finite ones).
+      diverged: ``(K,)`` booleans, True where a model diverged (see ``train``; its parameters
+        are those after its last completed epoch).
       model_steps_per_second: ``K`` times the optimizer steps per second, compilation excluded.
       compile_seconds: time spent compiling the program.
     """

@@ -126,22 +126,28 @@ def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(moons, tmp_path)
     )
 
 
-def test_divergence_stops_at_the_first_non_finite_loss(moons):
+@pytest.mark.parametrize("learning_rate", [1e4, 1e38], ids=["large", "overflowing"])
+def test_divergence_returns_the_last_completed_epoch(moons, learning_rate):
+    """A diverged run returns the state after its last completed epoch: every value finite, and
+    exactly what a run stopped at that epoch returns (so a checkpoint of it resumes exactly).
+    With lr = 1e38 the first update overflows float32 while its loss is finite."""
     data, init_key, train_key = moons
     params = nnjax.init_network(init_key, [2, 16, 2], "he")
-    result = training.train(
-        params,
-        data.x_train,
-        data.y_train,
-        optimizer=nnjax.sgd(1e4),
-        epochs=20,
-        batch_size=32,
-        key=train_key,
-    )
+    optimizer = nnjax.sgd(learning_rate)
+    common = dict(optimizer=optimizer, batch_size=32, key=train_key)
+    result = training.train(params, data.x_train, data.y_train, epochs=20, **common)
     assert result.diverged is not None
     assert result.epochs_run == result.diverged.epoch
     assert len(result.history["train_loss"]) == result.epochs_run
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(result.params))
+    if result.epochs_run:
+        stopped = training.train(
+            params, data.x_train, data.y_train, epochs=result.epochs_run, **common
+        )
+        expected = (stopped.params, stopped.opt_state)
+    else:
+        expected = (params, optimizer.init(params))
+    chex.assert_trees_all_equal((result.params, result.opt_state), expected)
 
 
 def test_two_moons_reaches_99_percent(moons):
