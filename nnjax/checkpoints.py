@@ -32,10 +32,13 @@ checkpoint (if any) intact and no partial file at the target.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import pathlib
+import zipfile
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -44,7 +47,7 @@ import numpy as np
 
 from nnjax._files import atomic_write
 
-__all__ = ["FORMAT_VERSION", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "Checkpoint", "load_checkpoint", "read_metadata", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 """Version of the on-disk layout written by :func:`save_checkpoint`."""
@@ -227,38 +230,18 @@ def _restore_tree(
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str], *, params_like: Any, opt_state_like: Any
-) -> Checkpoint:
-    """Reads a checkpoint written by :func:`save_checkpoint`.
+@contextlib.contextmanager
+def _opened(path: pathlib.Path) -> Iterator[tuple[Any, set[str], dict[str, Any], int]]:
+    """Opens a checkpoint and checks its format: yields ``(data, keys, config, epoch)``.
 
-    The file is opened with ``numpy.load(..., allow_pickle=False)``: nothing in it is executed.
-
-    Args:
-        path: the checkpoint file.
-        params_like: a pytree with the structure, shapes and dtypes of the saved parameters, e.g.
-            freshly initialized parameters. Leaves may be arrays, ``jax.ShapeDtypeStruct``s (as
-            from ``jax.eval_shape``) or scalars; their values are not used.
-        opt_state_like: likewise for the optimizer state, e.g. ``optimizer.init(params_like)``.
-
-    Returns:
-        ``Checkpoint(params, opt_state, config, epoch)``: the two trees have the structure of their
-        templates and ``jnp.ndarray`` leaves with the stored dtype and shape.
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist (the message names it).
-        ValueError: if the file is not an nnjax checkpoint (not an ``.npz`` archive, no version
-            key, or holding pickled objects), is of a newer format version, if its set of leaf keys
-            differs from the templates' (the message lists missing and unexpected keys), or if a
-            leaf's shape or dtype differs (the message names the leaf's key path, e.g.
-            ``params[1]['W']``, and both shapes).
+    Every way a file can fail to be a readable checkpoint, here or while the caller reads its
+    arrays (a truncated or corrupted archive), raises ValueError naming the file.
     """
-    path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "checkpoint file not found", str(path))
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         if isinstance(err, IsADirectoryError | PermissionError):
             raise
         raise ValueError(f"{path} is not an nnjax checkpoint (not an .npz archive): {err}") from err
@@ -284,9 +267,52 @@ def load_checkpoint(
                     raise ValueError(f"{path} is not a valid nnjax checkpoint (no {key!r} key)")
             config = json.loads(str(data[_CONFIG_KEY]))
             epoch = int(data[_EPOCH_KEY])
-            dtypes = json.loads(str(data[_DTYPES_KEY])) if _DTYPES_KEY in stored_keys else {}
-            params = _restore_tree(data, "params", params_like, dtypes, stored_keys)
-            opt_state = _restore_tree(data, "opt_state", opt_state_like, dtypes, stored_keys)
+            yield data, stored_keys, config, epoch
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: corrupt JSON metadata in checkpoint: {err}") from err
+        except (zipfile.BadZipFile, EOFError) as err:
+            raise ValueError(f"{path} is a damaged checkpoint: {err}") from err
+
+
+def read_metadata(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
+    """The ``(config, epoch)`` saved in a checkpoint, without reading its arrays (to compare a
+    run's options with the checkpoint's before building templates for ``load_checkpoint``).
+
+    Raises FileNotFoundError and ValueError as :func:`load_checkpoint` does for the file itself.
+    """
+    with _opened(pathlib.Path(path)) as (_, _, config, epoch):
+        return config, epoch
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, params_like: Any, opt_state_like: Any
+) -> Checkpoint:
+    """Reads a checkpoint written by :func:`save_checkpoint`.
+
+    The file is opened with ``numpy.load(..., allow_pickle=False)``: nothing in it is executed.
+
+    Args:
+        path: the checkpoint file.
+        params_like: a pytree with the structure, shapes and dtypes of the saved parameters, e.g.
+            freshly initialized parameters. Leaves may be arrays, ``jax.ShapeDtypeStruct``s (as
+            from ``jax.eval_shape``) or scalars; their values are not used.
+        opt_state_like: likewise for the optimizer state, e.g. ``optimizer.init(params_like)``.
+
+    Returns:
+        ``Checkpoint(params, opt_state, config, epoch)``: the two trees have the structure of their
+        templates and ``jnp.ndarray`` leaves with the stored dtype and shape.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist (the message names it).
+        ValueError: if the file is not an nnjax checkpoint (not an ``.npz`` archive, no version
+            key, or holding pickled objects), is damaged (truncated, or an array fails its
+            checksum), is of a newer format version, if its set of leaf keys differs from the
+            templates' (the message lists missing and unexpected keys), or if a leaf's shape or
+            dtype differs (the message names the leaf's key path, e.g. ``params[1]['W']``, and
+            both shapes).
+    """
+    with _opened(pathlib.Path(path)) as (data, stored_keys, config, epoch):
+        dtypes = json.loads(str(data[_DTYPES_KEY])) if _DTYPES_KEY in stored_keys else {}
+        params = _restore_tree(data, "params", params_like, dtypes, stored_keys)
+        opt_state = _restore_tree(data, "opt_state", opt_state_like, dtypes, stored_keys)
     return Checkpoint(params=params, opt_state=opt_state, config=config, epoch=epoch)

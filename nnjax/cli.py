@@ -39,6 +39,9 @@ EXAMPLES = """examples:
 """
 
 
+_FLOAT32_TINY, _FLOAT32_MAX = 1.1754944e-38, 3.4028235e38  # smallest normal, largest finite
+
+
 class _Parser(argparse.ArgumentParser):
     """Reports a usage error in one line and exits 2."""
 
@@ -53,6 +56,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _nonnegative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be below 2**32, got {value}")
     return value
 
 
@@ -82,6 +92,9 @@ def _float_in(low: float, high: float | None, *, low_open: bool, high_open: bool
             lo = "(" if low_open else "["
             hi = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
             raise argparse.ArgumentTypeError(f"must be in {lo}{low:g}, {hi}, got {text}")
+        # Training runs in float32: a value it would round to 0 or to inf is an error here.
+        if value != 0 and not _FLOAT32_TINY <= abs(value) <= _FLOAT32_MAX:
+            raise argparse.ArgumentTypeError(f"{text} is not representable in float32")
         return value
 
     return parse
@@ -179,7 +192,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--epochs", type=_positive_int, default=40, help="default: %(default)s")
     add("--batch-size", type=_positive_int, default=32, help="default: %(default)s")
-    add("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    add(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="seed of every random choice, 0 .. 2**32-1 (default: 0)",
+    )
     add(
         "--grad",
         choices=training.GRADIENT_SOURCES,
@@ -344,7 +362,18 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     from nnjax._files import atomic_write
 
     with atomic_write(path) as f:
-        f.write(json.dumps(payload, indent=2).encode())
+        f.write(json.dumps(_finite_or_null(payload), indent=2, allow_nan=False).encode())
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def _versions() -> dict[str, str]:
@@ -390,14 +419,17 @@ def _write_plots(
                 title="Gradient norm per layer",
                 ylabel="||dL/dW|| (Frobenius)",
             ),
-            plotting.plot_layer_history(
-                history,
-                "act_std",
-                folder / "activation_std.png",
-                title="Activation std per hidden layer",
-                ylabel="std of a",
-            ),
         ]
+        if run.config["hidden"]:
+            paths.append(
+                plotting.plot_layer_history(
+                    history,
+                    "act_std",
+                    folder / "activation_std.png",
+                    title="Activation std per hidden layer",
+                    ylabel="std of a",
+                )
+            )
     if run.data.x_train.shape[1] == 2:
         paths.append(
             plotting.plot_decision_boundary(
@@ -442,14 +474,16 @@ def _train(args: argparse.Namespace) -> int:
             distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         elif args.num_processes is not None or args.process_id is not None:
             raise ValueError("--num-processes and --process-id need --coordinator")
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--output {folder} is a file, not a folder")
         run = _Run(config)
         devices = "all" if args.devices is None and jax.process_count() > 1 else args.devices
         if devices is not None:
             layout = training.data_parallel(devices)
-            if config["batch_size"] % layout.num_devices:
+            batch_size = min(config["batch_size"], len(run.data.x_train))  # as train takes it
+            if batch_size % layout.num_devices:
                 raise ValueError(
-                    f"--batch-size {config['batch_size']} does not divide by "
-                    f"{layout.num_devices} devices"
+                    f"the batch size {batch_size} does not divide by {layout.num_devices} devices"
                 )
     except ValueError as error:
         return _usage_error(str(error))
@@ -469,18 +503,27 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         if not checkpoint_path.exists():
             return _usage_error(f"--resume: no checkpoint at {checkpoint_path}")
-        saved = checkpoints.load_checkpoint(
-            checkpoint_path,
-            params_like=run.initial_params,
-            opt_state_like=run.optimizer.init(run.initial_params),
-        )
-        different = {k: (saved.config.get(k), v) for k, v in config.items() if k != "epochs"}
-        different = {k: pair for k, pair in different.items() if pair[0] != pair[1]}
-        if different:
-            return _usage_error(f"--resume: options differ from the checkpoint's: {different}")
+        try:
+            saved_config, saved_epoch = checkpoints.read_metadata(checkpoint_path)
+            different = {k: (saved_config.get(k), v) for k, v in config.items() if k != "epochs"}
+            different = {k: pair for k, pair in different.items() if pair[0] != pair[1]}
+            if different:
+                raise ValueError(f"options differ from the checkpoint's: {different}")
+            if config["epochs"] <= saved_epoch:
+                raise ValueError(
+                    f"--epochs {config['epochs']} is not past the checkpoint's epoch "
+                    f"{saved_epoch}: nothing to train"
+                )
+            saved = checkpoints.load_checkpoint(
+                checkpoint_path,
+                params_like=run.initial_params,
+                opt_state_like=run.optimizer.init(run.initial_params),
+            )
+            if metrics_path.exists():
+                earlier = json.loads(metrics_path.read_text())["history"]
+        except (OSError, ValueError, KeyError) as error:
+            return _usage_error(f"--resume: {error}")
         params, opt_state, start_epoch = saved.params, saved.opt_state, saved.epoch
-        if metrics_path.exists():
-            earlier = json.loads(metrics_path.read_text())["history"]
 
     bar = tqdm(
         total=config["epochs"],
@@ -558,10 +601,10 @@ def _train(args: argparse.Namespace) -> int:
 
     if result.diverged is not None:
         print(
-            f"nnjax train: error: the loss became non-finite at epoch {result.diverged.epoch + 1}, "
-            f"step {result.diverged.step + 1}; the learning rate ({config['learning_rate']:g}) is "
-            f"likely too high. The last finite parameters (after {epoch} epochs) are in "
-            f"{checkpoint_path}.",
+            f"nnjax train: error: training diverged (non-finite loss or parameters) at epoch "
+            f"{result.diverged.epoch + 1}, step {result.diverged.step + 1}; the learning rate "
+            f"({config['learning_rate']:g}) is likely too high. The parameters after the last "
+            f"completed epoch ({epoch}) are in {checkpoint_path}.",
             file=sys.stderr,
         )
         return 1
@@ -585,13 +628,16 @@ def _plot(args: argparse.Namespace) -> int:
     metrics_path = args.run / "metrics.json"
     if not metrics_path.exists():
         return _usage_error(f"{args.run} is not a run folder: no metrics.json")
-    metrics = json.loads(metrics_path.read_text())
-    run = _Run(metrics["config"])
-    saved = checkpoints.load_checkpoint(
-        args.run / "checkpoint.npz",
-        params_like=run.initial_params,
-        opt_state_like=run.optimizer.init(run.initial_params),
-    )
+    try:
+        metrics = json.loads(metrics_path.read_text())
+        run = _Run(metrics["config"])
+        saved = checkpoints.load_checkpoint(
+            args.run / "checkpoint.npz",
+            params_like=run.initial_params,
+            opt_state_like=run.optimizer.init(run.initial_params),
+        )
+    except (OSError, ValueError, KeyError) as error:  # JSONDecodeError is a ValueError
+        return _usage_error(f"cannot read the run folder {args.run}: {error}")
     paths = _write_plots(run, saved.params, metrics["history"], args.run)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -92,19 +92,54 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     straight, again = params_after(tmp_path / "straight"), params_after(tmp_path / "resumed")
     for key in straight:
         np.testing.assert_array_equal(straight[key], again[key], err_msg=key)
-    assert checkpoints.FORMAT_VERSION == 1
+    assert checkpoints.read_metadata(tmp_path / "resumed" / "checkpoint.npz")[1] == 4
 
 
-def test_divergence_exits_1_and_keeps_the_last_finite_checkpoint(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--hidden", "16"], "options differ from the checkpoint's: {'hidden': ([8], [16])}"),
+        (["--optimizer", "sgd"], "options differ from the checkpoint's: {'optimizer'"),
+        (["--epochs", "2"], "--epochs 2 is not past the checkpoint's epoch 2: nothing to train"),
+        (["--damage"], "is a damaged checkpoint"),
+    ],
+)
+def test_a_resume_that_cannot_continue_is_a_one_line_usage_error(tmp_path, capsys, change, message):
+    folder = str(tmp_path / "run")
+    options = ["train", "--dataset", "moons", "--hidden", "8", "--quiet", "--output", folder]
+    assert cli.main([*options, "--epochs", "2"]) == 0
+    if change == ["--damage"]:
+        path = tmp_path / "run" / "checkpoint.npz"
+        data = bytearray(path.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 64] = bytes(64)  # zeroes inside an array: its checksum fails
+        path.write_bytes(bytes(data))
+        change = []
+    capsys.readouterr()
+    arguments = [*options, "--epochs", "4", *change, "--resume"]
+    assert cli.main(arguments) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("nnjax: error: --resume: "), err
+    assert message in err
+
+
+def test_divergence_exits_1_and_keeps_the_last_completed_epoch(tmp_path, capsys):
     import numpy as np
 
+    from nnjax import checkpoints
+
     folder = tmp_path / "boom"
-    options = ["train", "--dataset", "moons", "--optimizer", "sgd", "--lr", "1e4", "--quiet"]
+    options = ["train", "--dataset", "moons", "--optimizer", "sgd", "--lr", "1e38", "--quiet"]
     assert cli.main([*options, "--output", str(folder)]) == 1
     err = capsys.readouterr().err
-    assert "non-finite at epoch 1" in err and "learning rate (10000) is likely too high" in err
+    assert "diverged (non-finite loss or parameters) at epoch 1" in err
+    assert "learning rate (1e+38) is likely too high" in err
+    assert "after the last completed epoch (0)" in err
     saved = np.load(folder / "checkpoint.npz", allow_pickle=False)
     assert all(np.isfinite(saved[k]).all() for k in saved.files if k.startswith("params"))
+    # The checkpoint is epoch 0's state: the initial parameters and a fresh optimizer state.
+    assert checkpoints.read_metadata(folder / "checkpoint.npz")[1] == 0
+    assert int(saved["opt_state.count"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -119,6 +154,9 @@ def test_divergence_exits_1_and_keeps_the_last_finite_checkpoint(tmp_path, capsy
         (["--diagnostics", "-1"], "must be an integer >= 0, got -1"),
         (["--num-processes", "2"], "--num-processes and --process-id need --coordinator"),
         (["--process-id", "-1"], "must be an integer >= 0, got -1"),
+        (["--lr", "1e39"], "1e39 is not representable in float32"),
+        (["--epsilon", "1e-50"], "1e-50 is not representable in float32"),
+        (["--seed", str(2**32)], "must be below 2\\*\\*32"),
     ],
 )
 def test_bad_options_fail_with_one_line_and_exit_2(options, message):
@@ -149,3 +187,18 @@ def test_train_help_is_complete():
     )
     for option in ("--dataset", "--hidden", "--optimizer", "--grad", "--resume", "examples:"):
         assert option in result.stdout
+
+
+def test_diagnostics_of_a_network_without_hidden_layers(tmp_path):
+    folder = tmp_path / "linear"
+    options = ["--dataset", "moons", "--hidden", "none", "--diagnostics", "1", "--epochs", "2"]
+    assert cli.main(["train", *options, "--quiet", "--output", str(folder)]) == 0
+    written = {p.name for p in folder.iterdir()}
+    assert "gradient_norms.png" in written and "activation_std.png" not in written
+    assert cli.main(["plot", str(folder)]) == 0
+
+
+def test_plot_of_a_damaged_run_folder_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text("{not json")
+    assert cli.main(["plot", str(tmp_path)]) == 2
+    assert "cannot read the run folder" in capsys.readouterr().err
