@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -54,6 +55,24 @@ def check_in_range(
 def check_positive(name: str, value: Any) -> None:
     """Raises ValueError unless ``value > 0`` (traced values pass unchecked)."""
     check_in_range(name, value, low=0.0, low_inclusive=False)
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """Returns ``value`` as a Python int, raising ValueError unless it is an integer >= minimum.
+
+    Accepted: Python ints and integer scalars of NumPy or JAX (anything ``operator.index``
+    takes, e.g. ``np.int64(5)``, ``np.array(5)`` or ``jnp.int32(5)``). Rejected: bools, floats
+    (even ``2.0``), arrays that are not 0-d (even ``[5]``) and traced values.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+    if count < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {count}")
+    return count
 
 
 def check_choice(name: str, value: str, choices: Iterable[str]) -> None:

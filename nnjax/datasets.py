@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnjax._validation import check_choice, check_in_range
+from nnjax._validation import check_choice, check_in_range, check_int
 
 __all__ = [
     "DATASETS",
@@ -80,19 +79,6 @@ class Dataset(NamedTuple):
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    """Returns ``value`` as a Python int, raising ValueError unless it is an integer >= minimum."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    try:
-        count = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if count < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {count}")
-    return count
-
-
 def _check_fraction(name: str, value: Any, *, low_inclusive: bool) -> float:
     """Returns ``value`` as a float, raising ValueError unless it lies in ``[0, 1)`` or ``(0, 1)``."""
     try:
@@ -112,6 +98,35 @@ def _check_noise(noise: Any) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"noise must be a finite number >= 0, got {value!r}")
     return value
+
+
+def _check_finite(name: str, x: jax.Array) -> None:
+    """Raises ValueError if ``x`` holds NaN or inf, naming every column and the first row with one.
+
+    ``x`` has shape ``(n, ...)``; a column is one position on the axes after the first (for
+    ``(n, n_features)``, a feature). The values are read on the host with NumPy; a traced ``x``
+    (inside ``jax.jit``) has no values yet and passes unchecked.
+    """
+    try:
+        values = np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return
+    if not np.issubdtype(values.dtype, np.inexact):
+        return  # integers and bools are always finite
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
+    if values.ndim == 1:
+        where = f"row {rows[0]} (value {values[rows[0]]})"
+    else:
+        columns = np.argwhere(bad.any(axis=0))
+        names = [str(c[0]) if len(c) == 1 else str(tuple(c.tolist())) for c in columns]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        where = f"column{'s' if len(names) > 1 else ''} {shown} (first in row {rows[0]})"
+    raise ValueError(
+        f"{name} holds non-finite values (NaN or inf) in {where}; remove or impute them first"
+    )
 
 
 def _shuffle(key: jax.Array, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -174,7 +189,7 @@ def make_moons(
     Raises:
         ValueError: if ``n_samples`` is not an integer >= 2 or ``noise`` is negative or not finite.
     """
-    n_samples = _check_count("n_samples", n_samples, 2)
+    n_samples = check_int("n_samples", n_samples, 2)
     noise = _check_noise(noise)
     return _moons(key, jnp.float32(noise), n_samples)
 
@@ -220,7 +235,7 @@ def make_circles(
         ValueError: if ``n_samples`` is not an integer >= 2, ``noise`` is negative or not finite,
             or ``factor`` is outside ``[0, 1)``.
     """
-    n_samples = _check_count("n_samples", n_samples, 2)
+    n_samples = check_int("n_samples", n_samples, 2)
     noise = _check_noise(noise)
     factor = _check_fraction("factor", factor, low_inclusive=True)
     return _circles(key, jnp.float32(noise), jnp.float32(factor), n_samples)
@@ -269,8 +284,8 @@ def make_spirals(
         ValueError: if ``num_classes`` is not an integer >= 2, ``n_samples`` is not an integer
             >= ``num_classes``, or ``noise`` is negative or not finite.
     """
-    num_classes = _check_count("num_classes", num_classes, 2)
-    n_samples = _check_count("n_samples", n_samples, num_classes)
+    num_classes = check_int("num_classes", num_classes, 2)
+    n_samples = check_int("n_samples", n_samples, num_classes)
     noise = _check_noise(noise)
     return _spirals(key, jnp.float32(noise), n_samples, num_classes)
 
@@ -366,11 +381,16 @@ def train_test_split(
 
     Returns:
         ``(x_train, y_train, x_test, y_test)`` with shapes ``(n_train, ...)``, ``(n_train,)``,
-        ``(n_test, ...)``, ``(n_test,)`` where ``n_train + n_test == n``; dtypes are kept.
+        ``(n_test, ...)``, ``(n_test,)`` where ``n_train + n_test == n``. The dtypes are those of
+        ``jnp.asarray(x)`` and ``jnp.asarray(y)``: unchanged for float32 and int32 inputs, but
+        float64 and int64 inputs come back as float32 and int32 (JAX's default) unless
+        ``jax_enable_x64`` is on.
 
     Raises:
         ValueError: if ``test_fraction`` is not in ``(0, 1)``, ``y`` is not 1-D, ``x`` and ``y``
-            have different numbers of rows, or either part would be empty.
+            have different numbers of rows, either part would be empty, or ``x`` or ``y`` holds
+            NaN or inf (the message names the column of ``x``; checked only for concrete arrays,
+            not traced ones inside ``jax.jit``).
     """
     test_fraction = _check_fraction("test_fraction", test_fraction, low_inclusive=False)
     x = jnp.asarray(x)
@@ -384,6 +404,8 @@ def train_test_split(
         raise ValueError(
             f"x and y must have the same number of rows, got {n} rows in x and {y.shape[0]} in y"
         )
+    _check_finite("x", x)
+    _check_finite("y", y)
     # Rounded first so that float error (0.28 * 25 == 7.000000000000001) does not add a row.
     n_test = math.ceil(round(test_fraction * n, 9))
     n_train = n - n_test
@@ -437,7 +459,10 @@ def standardize(
         features).
 
     Raises:
-        ValueError: if ``x_train`` has no rows, or the splits' feature shapes differ.
+        ValueError: if ``x_train`` has no rows, the splits' feature shapes differ, or either split
+            holds NaN or inf (one NaN would otherwise make its column's mean, and so the whole
+            column of both splits, NaN). The message names the split and the column; the check
+            runs only for concrete arrays, not traced ones inside ``jax.jit``.
     """
     x_train = jnp.asarray(x_train)
     x_test = jnp.asarray(x_test)
@@ -454,6 +479,8 @@ def standardize(
             f"x_train has shape {x_train.shape} but x_test has shape {x_test.shape}; "
             "their feature shapes (all but the first axis) must match"
         )
+    _check_finite("x_train", x_train)
+    _check_finite("x_test", x_test)
     return _standardize(x_train, x_test)
 
 

@@ -143,13 +143,18 @@ def diagnose(history: Mapping[str, Sequence[float]]) -> list[str]:
     if not layers:
         return []
 
-    def last(key: str) -> float:
-        values = [v for v in history[key] if np.isfinite(v)]
-        return values[-1] if values else float("nan")
+    def last(key: str) -> float:  # the latest record: every key has one per recorded epoch
+        return float(history[key][-1]) if history[key] else float("nan")
 
     warnings = []
     first, final = last(f"grad_norm_layer{layers[0]}"), last(f"grad_norm_layer{layers[-1]}")
-    if final > 0 and np.isfinite(first):
+    broken = [l for l in layers if not np.isfinite(last(f"grad_norm_layer{l}"))]
+    if broken:
+        warnings.append(
+            "non-finite gradient norms (inf or NaN) in layer(s) "
+            f"{', '.join(map(str, broken))} at the latest record"
+        )
+    elif final > 0:
         ratio = first / final
         if ratio < VANISHING_RATIO:
             warnings.append(

@@ -6,11 +6,14 @@ r"""Proof that a hand-written gradient is right, three independent ways, in floa
 2. forward mode: ``jax.jvp`` of ``f`` along random directions, each supported on one leaf, against
    :math:`\langle \nabla f, v \rangle` computed from the manual gradient;
 3. central finite differences :math:`(f(\theta + h e_i) - f(\theta - h e_i)) / 2h` with
-   :math:`h = 10^{-5}\max(1, |\theta_i|)`, on every coordinate (or a random subset of a large one).
+   :math:`h = 10^{-5}\max(1, |\theta_i|)`, on every coordinate of each leaf, or on a random sample
+   of ``max_coordinates`` coordinates of a leaf larger than that.
 
 Everything runs under ``jax.enable_x64(True)`` with the floating-point leaves of ``params`` cast to
 float64, so rounding is far below the tolerances. Errors are relative to the size of the leaf's
-gradient: :math:`\max_i |g_i - r_i| / \max(\|g\|_\infty, \|r\|_\infty)`.
+gradient: :math:`\max_i |g_i - r_i| / \max(\|g\|_\infty, \|r\|_\infty)`. Each leaf is checked on its
+own: a wrong or NaN derivative in one leaf fails that leaf only, and an error aggregated over
+leaves is NaN if any leaf's is.
 
 Kinks: where ``f`` is not differentiable (ReLU at 0, the BCE clip boundary) the derivative is a
 convention and a finite difference straddling the kink measures neither side. Each finite-
@@ -70,6 +73,11 @@ class LeafReport(NamedTuple):
     passed: bool
 
 
+def _max_with_nan(values: Any) -> float:
+    """The largest of ``values``, NaN if any of them is NaN."""
+    return float(np.max(np.asarray(list(values), dtype=np.float64)))
+
+
 class GradCheckReport(NamedTuple):
     """Per-leaf results of ``check_gradient``."""
 
@@ -82,16 +90,19 @@ class GradCheckReport(NamedTuple):
 
     @property
     def reverse_error(self) -> float:
-        return max(leaf.reverse_error for leaf in self.leaves)
+        """The largest reverse-mode error over leaves; NaN if any leaf's is NaN."""
+        return _max_with_nan(leaf.reverse_error for leaf in self.leaves)
 
     @property
     def forward_error(self) -> float:
-        return max(leaf.forward_error for leaf in self.leaves)
+        """The largest forward-mode error over leaves; NaN if any leaf's is NaN."""
+        return _max_with_nan(leaf.forward_error for leaf in self.leaves)
 
     @property
     def finite_difference_error(self) -> float:
-        """The largest error over leaves; NaN if some leaf had no coordinate away from a kink."""
-        return max(leaf.finite_difference_error for leaf in self.leaves)
+        """The largest finite-difference error over leaves; NaN if any leaf's is NaN (a NaN
+        derivative, or no coordinate away from a kink)."""
+        return _max_with_nan(leaf.finite_difference_error for leaf in self.leaves)
 
     @property
     def near_kink(self) -> int:
@@ -132,6 +143,14 @@ def _check_structure(params: Any, grads: Any) -> None:
             )
 
 
+def _sample_coordinates(key: jax.Array, size: int, max_coordinates: int) -> np.ndarray:
+    """Indices ``0..size-1`` if ``size <= max_coordinates``, else ``max_coordinates`` of them
+    drawn without replacement; sorted."""
+    if size <= max_coordinates:
+        return np.arange(size)
+    return np.sort(np.asarray(jax.random.choice(key, size, (max_coordinates,), replace=False)))
+
+
 def check_gradient(
     f: Callable[[Any], jax.Array],
     manual_grad: Callable[[Any], Any],
@@ -152,7 +171,8 @@ def check_gradient(
       params: the point to check at: any pytree of floating-point arrays.
       key: ``jax.random`` key for the forward-mode directions and the coordinate sample.
       num_directions: random directions per leaf for forward mode.
-      max_coordinates: finite differences on every coordinate up to this many, else a sample.
+      max_coordinates: finite differences on every coordinate of a leaf with at most this many
+        elements, else on this many coordinates of the leaf, sampled without replacement.
       step: relative finite-difference step.
       kink_tolerance: relative disagreement of one-sided differences that marks a kink.
       tolerances: the largest errors that pass.
@@ -177,10 +197,14 @@ def check_gradient(
         leaf_masks = jnp.asarray(segment[None, :] == np.arange(len(sizes))[:, None], jnp.float64)
         directions = jax.random.normal(dir_key, (len(sizes), num_directions, n), jnp.float64)
         directions = (directions * leaf_masks[:, None, :]).reshape(-1, n)
-        if n <= max_coordinates:
-            coords = np.arange(n)
-        else:
-            coords = np.sort(np.asarray(jax.random.choice(coord_key, n, (max_coordinates,), False)))
+        coords = np.concatenate(
+            [
+                lo + _sample_coordinates(k, size, max_coordinates)
+                for k, lo, size in zip(
+                    jax.random.split(coord_key, len(sizes)), bounds[:-1], sizes, strict=True
+                )
+            ]
+        )
         h = step * jnp.maximum(1.0, jnp.abs(theta[coords]))
         offsets = jax.nn.one_hot(jnp.asarray(coords), n, dtype=jnp.float64) * h[:, None]
 
@@ -195,9 +219,9 @@ def check_gradient(
             f0 = f_flat(theta)
             f_plus = jax.vmap(f_flat)(theta[None, :] + offsets)
             f_minus = jax.vmap(f_flat)(theta[None, :] - offsets)
-            return g_manual, g_reverse, jvps, directions @ g_manual, f0, f_plus, f_minus
+            return g_manual, g_reverse, jvps, f0, f_plus, f_minus
 
-        g_manual, g_reverse, jvps, dots, f0, f_plus, f_minus = jax.device_get(
+        g_manual, g_reverse, jvps, f0, f_plus, f_minus = jax.device_get(
             evaluate(theta, directions, offsets)
         )
         h = np.asarray(h)
@@ -205,7 +229,6 @@ def check_gradient(
         one_sided_gap = np.abs((f_plus - f0) / h - (f0 - f_minus) / h)
         directions = np.asarray(directions).reshape(len(sizes), num_directions, n)
         jvps = jvps.reshape(len(sizes), num_directions)
-        dots = dots.reshape(len(sizes), num_directions)
 
     reports = []
     for i, path in enumerate(paths):
@@ -215,9 +238,12 @@ def check_gradient(
         tiny = np.finfo(np.float64).tiny
         reverse_error = float(np.max(np.abs(m - r), initial=0.0) / max(scale, tiny))
 
-        v_norms = np.linalg.norm(directions[i], axis=1)
-        fwd_scale = np.maximum(np.linalg.norm(m) * v_norms, np.abs(jvps[i]))
-        forward_error = float(np.max(np.abs(jvps[i] - dots[i]) / np.maximum(fwd_scale, tiny)))
+        # <manual gradient, v> over this leaf only: the other leaves' entries (possibly NaN) do
+        # not enter, even multiplied by v's zeros there.
+        v = directions[i][:, lo:hi]
+        dots = v @ m
+        fwd_scale = np.maximum(np.linalg.norm(m) * np.linalg.norm(v, axis=1), np.abs(jvps[i]))
+        forward_error = float(np.max(np.abs(jvps[i] - dots) / np.maximum(fwd_scale, tiny)))
 
         in_leaf = (coords >= lo) & (coords < hi)
         kink = in_leaf & (one_sided_gap > kink_tolerance * max(scale, tiny))
@@ -460,12 +486,12 @@ def optimizer_references() -> dict[
 
 
 def tree_relative_error(actual: Any, expected: Any) -> float:
-    """Largest leafwise :math:`\\|a - e\\|_\\infty / \\|e\\|_\\infty` over two matching pytrees."""
-    errors = [
+    """Largest leafwise :math:`\\|a - e\\|_\\infty / \\|e\\|_\\infty` over two matching pytrees; NaN if
+    any leaf's is NaN."""
+    return _max_with_nan(
         float(jnp.max(jnp.abs(a - e)) / jnp.maximum(jnp.max(jnp.abs(e)), jnp.finfo(e.dtype).tiny))
         for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True)
-    ]
-    return max(errors)
+    )
 
 
 def _optimizer_rows(key: jax.Array, tolerance: float = 1e-12) -> list[CheckRow]:

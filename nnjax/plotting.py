@@ -26,7 +26,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nnjax import activations
+from nnjax import _validation, activations
 from nnjax._files import atomic_write
 
 __all__ = [
@@ -81,13 +81,6 @@ def _as_labels(name: str, labels: Any) -> np.ndarray:
     return a
 
 
-def _check_int(name: str, value: Any, *, minimum: int) -> int:
-    """Returns ``value`` as an int, raising ValueError unless it is an integer ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 # ----------------------------------------------------------------------------------------------
 # Activations
 
@@ -123,7 +116,7 @@ def plot_activations(
     low, high = float(x_range[0]), float(x_range[1])
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"x_range must be finite with low < high, got {x_range!r}")
-    num = _check_int("num", num, minimum=2)
+    num = _validation.check_int("num", num, 2)
 
     x = jnp.linspace(low, high, num, dtype=jnp.float32)
     x_np = np.asarray(x)
@@ -219,6 +212,10 @@ def plot_history(history: Mapping[str, Sequence[float]], path: PathLike) -> Path
 # Decision boundary
 
 
+FILL_ALPHA = 0.35
+"""Opacity of the predicted-class regions in ``plot_decision_boundary`` (the points are opaque)."""
+
+
 def _class_colors(num_classes: int) -> list[tuple[float, ...]]:
     """One distinct color per class: tab10, then tab20, then evenly spaced on turbo."""
     if num_classes <= 10:
@@ -239,7 +236,9 @@ def plot_decision_boundary(
     """Plots the class a model predicts over the plane, with the labelled data on top.
 
     The grid covers the data's bounding box padded by 10% of its span on each side (by 0.5 along
-    an axis where all points coincide); ``predict_fn`` is called once on all grid points.
+    an axis where all points coincide); ``predict_fn`` is called once on all grid points. Each
+    grid point's predicted class fills the cell around it in that class's color (at opacity
+    :data:`FILL_ALPHA`), without interpolation, so only predicted classes are ever drawn.
 
     Args:
       predict_fn: maps a float32 array of points ``(m, 2)`` to integer class predictions
@@ -262,7 +261,7 @@ def plot_decision_boundary(
     y = _as_labels("y", y)
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} points")
-    resolution = _check_int("resolution", resolution, minimum=2)
+    resolution = _validation.check_int("resolution", resolution, 2)
 
     low, high = x.min(axis=0), x.max(axis=0)
     span = high - low
@@ -283,19 +282,23 @@ def plot_decision_boundary(
     norm = BoundaryNorm(np.arange(num_classes + 1) - 0.5, num_classes)
     fig = Figure(figsize=(6, 5), layout="constrained")
     ax = fig.subplots()
-    ax.contourf(
-        mesh0,
-        mesh1,
+    cmap = ListedColormap(colors)
+    # One flat cell per grid point, centred on it: no interpolation between class indices, which
+    # would paint strips of a class never predicted where two other classes meet (0 | 1 | 2).
+    ax.pcolormesh(
+        g0,
+        g1,
         predicted.reshape(mesh0.shape),
-        levels=norm.boundaries,
-        colors=colors,
-        alpha=0.35,
+        shading="nearest",
+        cmap=cmap,
+        norm=norm,
+        alpha=FILL_ALPHA,
     )
     scatter = ax.scatter(
         x[:, 0],
         x[:, 1],
         c=y,
-        cmap=ListedColormap(colors),
+        cmap=cmap,
         norm=norm,
         edgecolors="k",
         linewidths=0.5,
@@ -327,7 +330,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
       The counts, an int64 NumPy array of shape ``(num_classes, num_classes)``; rows are true
       classes, columns predicted classes.
     """
-    num_classes = _check_int("num_classes", num_classes, minimum=1)
+    num_classes = _validation.check_int("num_classes", num_classes, 1)
     y_true = _as_labels("y_true", y_true)
     y_pred = _as_labels("y_pred", y_pred)
     if y_true.shape != y_pred.shape:
@@ -396,13 +399,25 @@ def plot_sweep(
 ) -> Path:
     """Final loss against a swept hyperparameter, the median over seeds with a min-max band.
 
+    Non-finite losses (runs that diverged) are left out of the median and the band, and counted
+    in the legend; a value whose runs all diverged gets no point. When some runs diverged, the
+    band's label says over how many finite seeds (of all seeds) each value's min and max were
+    taken.
+
     Args:
-      values: the hyperparameter values, shape ``(v,)``.
-      final_losses: the final loss of each run, shape ``(v, seeds)``; non-finite entries (runs that
-        diverged) are left out of the median and the band, and counted in the legend.
+      values: the hyperparameter values, shape ``(v,)``, finite; positive when ``log_x``.
+      final_losses: the final loss of each run, shape ``(v, seeds)``.
       path: where to write the PNG.
       xlabel: the hyperparameter's name.
       log_x: a logarithmic x axis (for learning rates and other scales).
+
+    Returns:
+      ``path`` as a ``pathlib.Path``.
+
+    Raises:
+      ValueError: if the shapes are not ``(v,)`` and ``(v, seeds)``, a value is not finite, a
+        value is ``<= 0`` with ``log_x`` (a log axis cannot show it), or no run has a finite
+        loss (there is nothing to plot).
     """
     values = np.asarray(values, dtype=float)
     losses = np.asarray(final_losses, dtype=float)
@@ -410,7 +425,20 @@ def plot_sweep(
         raise ValueError(
             f"values must be (v,) and final_losses (v, seeds); got {values.shape} and {losses.shape}"
         )
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"values must be finite, got {values.tolist()}")
+    if log_x and np.any(values <= 0):
+        raise ValueError(
+            f"values must be positive for a logarithmic x axis, got {values[values <= 0].tolist()} "
+            f"among the {xlabel} values; pass log_x=False for a linear axis"
+        )
     finite = np.isfinite(losses)
+    if not finite.any():
+        raise ValueError(
+            f"no run has a finite final loss (all {losses.size} runs diverged or none were "
+            "given): there is nothing to plot"
+        )
+    seeds = losses.shape[1]
     masked = np.where(finite, losses, np.nan)
     shown = finite.any(axis=1)
     fig = Figure(figsize=(6.5, 4.5))
@@ -421,7 +449,7 @@ def plot_sweep(
         np.nanmin(masked[shown], axis=1),
         np.nanmax(masked[shown], axis=1),
         alpha=0.3,
-        label=f"min-max over {losses.shape[1]} seeds",
+        label=_band_label(finite[shown].sum(axis=1), seeds),
     )
     ax.plot(values[shown], median, marker="o", label="median")
     diverged = int((~finite).sum())
@@ -438,6 +466,15 @@ def plot_sweep(
     ax.legend()
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _band_label(finite_counts: np.ndarray, seeds: int) -> str:
+    """The legend label of ``plot_sweep``'s band, given each shown value's number of finite runs."""
+    low, high = int(finite_counts.min()), int(finite_counts.max())
+    if low == seeds:
+        return f"min-max over {seeds} seeds"
+    counts = str(low) if low == high else f"{low}-{high}"
+    return f"min-max over the {counts} finite of {seeds} seeds"
 
 
 def plot_layer_history(

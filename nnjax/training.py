@@ -51,6 +51,9 @@ GRADIENT_SOURCES = ("manual", "autodiff")
 """``"manual"``: ``forward_pass`` + ``backward_pass``; ``"autodiff"``: ``jax.grad`` of the loss."""
 
 _MAX_EPOCHS_PER_CALL = 256
+# One default optimizer object: the compile cache keys on the optimizer, and a new adam(1e-3)
+# per call would recompile every call.
+_DEFAULT_OPTIMIZER = optimizers.adam(1e-3)
 _DIAGNOSTICS_BATCH = 256
 
 
@@ -93,6 +96,13 @@ def prepare_targets(y: jax.Array, loss: str) -> jax.Array:
     """
     y = jnp.asarray(y)
     if loss == "binary_cross_entropy" and y.ndim == 1:
+        concrete_labels = jnp.issubdtype(y.dtype, jnp.integer) and not isinstance(
+            y, jax.core.Tracer
+        )
+        if concrete_labels and not np.isin(np.asarray(y), (0, 1)).all():
+            raise ValueError(
+                f"binary_cross_entropy needs labels 0 and 1, got {np.unique(np.asarray(y))}"
+            )
         return y.astype(jnp.float32)[:, None]
     return y
 
@@ -112,6 +122,7 @@ def accuracy(output: jax.Array, y: jax.Array, loss: str) -> jax.Array:
         labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
         return jnp.mean(jnp.argmax(output, axis=-1) == labels)
     if loss == "binary_cross_entropy":
+        _validation.check_same_shape("sigmoid outputs", output, "targets", y)
         return jnp.mean((output > 0.5) == (y > 0.5))
     raise ValueError(f"accuracy is not defined for loss {loss!r}")
 
@@ -139,11 +150,6 @@ def _int32(value: int) -> jax.Array:
     return jnp.asarray(value, jnp.int32)
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _checked_data(
     params: Any,
     x: jax.Array,
@@ -166,6 +172,9 @@ def _checked_data(
         if inputs.ndim != 2 or inputs.shape[1] != sizes[0]:
             raise ValueError(f"{name} must have shape (n, {sizes[0]}), got {inputs.shape}")
         targets = prepare_targets(targets, loss)
+        for what, array in ((name, inputs), (f"the targets of {name}", targets)):
+            if not bool(jnp.all(jnp.isfinite(array))):  # integer labels are always finite
+                raise ValueError(f"{what} hold non-finite values (NaN or inf)")
         if targets.shape[0] != inputs.shape[0]:
             raise ValueError(
                 f"{name} has {inputs.shape[0]} samples but its targets have {targets.shape[0]}"
@@ -680,20 +689,23 @@ def train(
       A ``TrainResult``.
     """
     x, y, x_val, y_val = _checked_data(params, x, y, validation, activation, loss)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        _check_positive_int(name, value)
-    if not 0 <= start_epoch <= epochs:
+    epochs = _validation.check_int("epochs", epochs, 1)
+    batch_size = _validation.check_int("batch_size", batch_size, 1)
+    start_epoch = _validation.check_int("start_epoch", start_epoch, 0)
+    if start_epoch > epochs:
         raise ValueError(f"start_epoch must be in [0, epochs={epochs}], got {start_epoch}")
+    if epochs_per_call is not None:
+        epochs_per_call = _validation.check_int("epochs_per_call", epochs_per_call, 1)
+    diagnostics_every = _validation.check_int("diagnostics_every", diagnostics_every, 0)
     _validation.check_in_range("l2", l2, low=0.0)
     _validation.check_in_range("dropout_rate", dropout_rate, low=0.0, high=1.0)
-    if (
-        isinstance(diagnostics_every, bool)
-        or not isinstance(diagnostics_every, int)
-        or diagnostics_every < 0
-    ):
-        raise ValueError(f"diagnostics_every must be an integer >= 0, got {diagnostics_every!r}")
 
-    optimizer = optimizers.adam(1e-3) if optimizer is None else optimizer
+    optimizer = _DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"optimizer must be an optax.GradientTransformation such as nnjax.adam(1e-3), got "
+            f"{optimizer!r} (sweep takes a factory of one; train takes the transformation)"
+        )
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     if devices is None and jax.process_count() > 1:
         devices = "all"
@@ -866,12 +878,20 @@ def sweep(
         ``lambda lr: nnjax.momentum(lr, beta=0.9)``.
       activation, loss, init, epochs, batch_size, grad, validation: as for ``train``.
     """
+    seeds = np.asarray(seeds)
+    if seeds.ndim != 1 or seeds.size == 0 or not np.issubdtype(seeds.dtype, np.integer):
+        raise ValueError(
+            f"seeds must be a non-empty 1-D sequence of integers, got {seeds.dtype} of shape "
+            f"{seeds.shape}"
+        )
+    if seeds.min() < 0 or seeds.max() >= 2**32:
+        raise ValueError(
+            f"seeds must lie in [0, 2**32), got values in [{seeds.min()}, {seeds.max()}]"
+        )
     seeds = jnp.asarray(seeds, jnp.uint32)
-    if seeds.ndim != 1 or seeds.size == 0:
-        raise ValueError(f"seeds must be a non-empty 1-D sequence, got shape {seeds.shape}")
     num_models = seeds.shape[0]
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        _check_positive_int(name, value)
+    epochs = _validation.check_int("epochs", epochs, 1)
+    batch_size = _validation.check_int("batch_size", batch_size, 1)
     sizes = _validation.check_layer_sizes(layer_sizes)
     dtype = _validation.check_float_array("x", x).dtype
     keys = jax.vmap(jax.random.key)(seeds)

@@ -21,6 +21,11 @@ GENERATORS = {
     "circles": ds.make_circles,
     "spirals": ds.make_spirals,
 }
+LOADERS = {
+    "digits": ds.load_digits,
+    "breast_cancer": ds.load_breast_cancer,
+    "iris": ds.load_iris,
+}
 
 
 def assert_same_points(x, y, x_ref, y_ref, atol: float = 1e-5) -> None:
@@ -156,6 +161,18 @@ def test_generators_reject_bad_arguments(make, kwargs, match):
         make(KEY, **kwargs)
 
 
+@pytest.mark.parametrize("n", [7, np.int64(7), np.array(7), jnp.int32(7)])
+def test_counts_accept_integer_scalars_of_python_numpy_and_jax(n):
+    x, y = ds.make_moons(KEY, n)
+    assert x.shape == (7, 2) and y.shape == (7,)
+
+
+@pytest.mark.parametrize("n", [np.True_, jnp.bool_(True), 7.0, np.float64(7.0), jnp.float32(7.0)])
+def test_counts_reject_bools_and_floats(n):
+    with pytest.raises(ValueError, match=r"n_samples must be an integer >= 2"):
+        ds.make_moons(KEY, n)
+
+
 # --------------------------------------------------------------------------------------------------
 # Real datasets
 # --------------------------------------------------------------------------------------------------
@@ -211,6 +228,14 @@ def test_split_sizes_and_dtypes():
     assert x_tr.dtype == jnp.float32 and y_tr.dtype == jnp.int32
 
 
+def test_split_dtypes_follow_jax_defaults():
+    x, y = _indexed_data(N)
+    x_tr, y_tr, x_te, y_te = ds.train_test_split(KEY, x.astype(np.float64), y.astype(np.int64))
+    wide = jax.config.jax_enable_x64
+    assert x_tr.dtype == x_te.dtype == (jnp.float64 if wide else jnp.float32)
+    assert y_tr.dtype == y_te.dtype == (jnp.int64 if wide else jnp.int32)
+
+
 def test_split_is_a_permutation_keeping_rows_paired():
     x, y = _indexed_data(N)
     x_tr, y_tr, x_te, y_te = ds.train_test_split(KEY, x, y, test_fraction=0.2)
@@ -264,6 +289,21 @@ def test_split_rejects_non_vector_labels():
     x, y = _indexed_data(10)
     with pytest.raises(ValueError, match=r"y must have shape \(n_samples,\), got shape \(10, 1\)"):
         ds.train_test_split(KEY, x, y[:, None])
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_split_rejects_non_finite_inputs_naming_the_column(bad):
+    x, y = _indexed_data(10)
+    x[6, 1] = bad
+    with pytest.raises(
+        ValueError, match=r"x holds non-finite values .* column 1 \(first in row 6\)"
+    ):
+        ds.train_test_split(KEY, x, y)
+    x, _ = _indexed_data(10)
+    y = y.astype(np.float32)
+    y[2] = bad
+    with pytest.raises(ValueError, match=r"y holds non-finite values .* row 2"):
+        ds.train_test_split(KEY, x, y)
 
 
 @pytest.mark.parametrize(("n", "fraction"), [(1, 0.5), (3, 0.9)])
@@ -351,6 +391,27 @@ def test_standardize_rejects_empty_train():
         ds.standardize(np.zeros((0, 3), np.float32), np.zeros((4, 3), np.float32))
 
 
+@pytest.mark.parametrize("split", ["x_train", "x_test"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_standardize_rejects_non_finite_inputs_naming_split_and_columns(split, bad):
+    data = dict(zip(("x_train", "x_test"), _scaled_data(), strict=True))
+    data[split][3, 2] = bad
+    data[split][5, 0] = bad
+    with pytest.raises(
+        ValueError, match=rf"{split} holds non-finite .* columns 0, 2 \(first in row 3\)"
+    ):
+        ds.standardize(**data)
+
+
+def test_standardize_under_jit_matches_eager():
+    # Traced inputs cannot be checked for NaN on the host; the check is skipped, not an error.
+    x_train, x_test = _scaled_data()
+    eager = ds.standardize(x_train, x_test)
+    traced = jax.jit(ds.standardize)(x_train, x_test)
+    for a, b in zip(eager, traced, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_standardize_rejects_mismatched_features():
     with pytest.raises(ValueError, match=r"feature shapes .* must match"):
         ds.standardize(np.zeros((5, 3), np.float32), np.zeros((4, 2), np.float32))
@@ -403,6 +464,28 @@ def test_load_dataset_splits_and_standardizes(name):
     varying = x_tr.std(axis=0) > 0
     np.testing.assert_allclose(x_tr.mean(axis=0), 0.0, atol=1e-4)
     np.testing.assert_allclose(x_tr.std(axis=0)[varying], 1.0, rtol=1e-3)
+
+    # The raw split, rebuilt as documented: one half of the key makes the data, the other splits.
+    data_key, split_key = jax.random.split(KEY)
+    x, y = GENERATORS[name](data_key, n_samples) if name in GENERATORS else LOADERS[name]()
+    raw_tr, y_tr, raw_te, y_te = (
+        np.asarray(a) for a in ds.train_test_split(split_key, x, y, test_fraction=0.2)
+    )
+    np.testing.assert_array_equal(data.y_train, y_tr)
+    np.testing.assert_array_equal(data.y_test, y_te)
+    # Train statistics in float64; a constant training column keeps std 1, mean its value.
+    raw_tr, raw_te = raw_tr.astype(np.float64), raw_te.astype(np.float64)
+    constant = np.all(raw_tr == raw_tr[:1], axis=0)
+    mean_train = np.where(constant, raw_tr[0], raw_tr.mean(axis=0))
+    std_train = np.where(constant, 1.0, raw_tr.std(axis=0))
+    expected_test = (raw_te - mean_train) / std_train
+    x_te = np.asarray(data.x_test, np.float64)
+    np.testing.assert_allclose(x_te, expected_test, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(x_tr, (raw_tr - mean_train) / std_train, rtol=1e-4, atol=1e-4)
+    # The test split's own statistics differ enough that using them would fail the check above.
+    own_std = np.where(raw_te.std(axis=0) > 0, raw_te.std(axis=0), 1.0)
+    leaked = (raw_te - raw_te.mean(axis=0)) / own_std
+    assert np.abs(leaked - expected_test).max() > 1e-2
 
 
 def test_load_dataset_xor_is_unsplit_and_unscaled():

@@ -96,3 +96,14 @@ def test_train_records_diagnostics_at_the_interval():
         assert all(np.isfinite(result.history[key]))
     with pytest.raises(ValueError, match="diagnostics_every must be an integer >= 0"):
         training.train(network(5, [2, 8, 2]), x, y, key=jax.random.key(0), diagnostics_every=-1)
+
+
+def test_non_finite_gradient_norms_are_reported_from_the_latest_record():
+    history = {
+        "grad_norm_layer1": [1.0, np.inf],
+        "grad_norm_layer2": [1.0, 1.0],
+        "dead_fraction_layer1": [0.0, 0.0],
+    }
+    assert diagnostics.diagnose(history) == [
+        "non-finite gradient norms (inf or NaN) in layer(s) 1 at the latest record"
+    ]

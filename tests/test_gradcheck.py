@@ -105,6 +105,54 @@ def test_large_leaves_sample_coordinates():
     assert report.leaves[0].checked == 64
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_every_leaf_gets_coordinates_beside_a_much_larger_leaf(seed):
+    """Coordinates are sampled per leaf: a 3-element bias beside a 2000-element weight is checked
+    on all 3, the weight on ``max_coordinates``."""
+    params = {"W": jnp.linspace(-1.0, 1.0, 2000), "b": jnp.array([0.3, -0.2, 0.5])}
+    report = gradcheck.check_gradient(
+        lambda p: jnp.sum(p["W"] ** 3) + jnp.sum(jnp.sin(p["b"])),
+        lambda p: {"W": 3 * p["W"] ** 2, "b": jnp.cos(p["b"])},
+        params,
+        key=jax.random.key(seed),
+        max_coordinates=64,
+    )
+    assert report.passed, str(report)
+    assert [(leaf.path, leaf.checked) for leaf in report.leaves] == [("['W']", 64), ("['b']", 3)]
+
+
+def test_nan_in_one_leaf_fails_that_leaf_only_and_the_aggregates_are_nan():
+    params = {"a": jnp.linspace(-1.0, 1.0, 5), "b": jnp.array([0.3, -0.2, 0.5])}
+
+    def manual(p):
+        return {"a": 2 * p["a"], "b": jnp.cos(p["b"]).at[1].set(jnp.nan)}
+
+    report = gradcheck.check_gradient(
+        lambda p: jnp.sum(p["a"] ** 2) + jnp.sum(jnp.sin(p["b"])), manual, params
+    )
+    a, b = report.leaves
+    assert a.passed, str(report)
+    assert max(a.reverse_error, a.forward_error) <= 1e-14
+    assert a.finite_difference_error <= 1e-8
+    assert not b.passed
+    assert math.isnan(b.reverse_error) and math.isnan(b.forward_error)
+    assert math.isnan(b.finite_difference_error)
+    assert not report.passed
+    assert math.isnan(report.reverse_error)
+    assert math.isnan(report.forward_error)
+    assert math.isnan(report.finite_difference_error)
+    row = gradcheck._row_from_report("nan_in_b", report)
+    assert not row.passed
+    assert gradcheck.format_table([row]).splitlines()[2].split()[1:4] == ["nan"] * 3
+
+
+def test_tree_relative_error_is_nan_if_any_leaf_is():
+    expected = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    actual = {"a": jnp.ones(3), "b": jnp.array([1.0, jnp.nan])}
+    assert math.isnan(gradcheck.tree_relative_error(actual, expected))
+    assert gradcheck.tree_relative_error(expected, expected) == 0.0
+
+
 def test_library_rows_for_activations_losses_and_optimizers_pass():
     key = jax.random.key(0)
     with jax.enable_x64(True):

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from nnjax import plotting
@@ -166,6 +167,30 @@ def test_plot_decision_boundary_three_classes_constant_and_jax_inputs(tmp_path: 
     )
 
 
+def test_plot_decision_boundary_draws_only_predicted_classes(tmp_path: Path) -> None:
+    # Classes 0 and 2 of 3 meet along x_1 = 0; class 1 is never predicted (nor labelled), so its
+    # fill color must appear nowhere, not even as a strip along the boundary.
+    x, _ = _blobs()
+    y = np.where(x[:, 0] > 0, 2, 0)
+
+    def predict_fn(p: jnp.ndarray) -> jnp.ndarray:
+        return jnp.where(p[:, 0] > 0, 2, 0)
+
+    image = assert_png(
+        plotting.plot_decision_boundary(predict_fn, x, y, tmp_path / "db.png", resolution=30)
+    )
+    rgb = image[..., :3].astype(np.float64)
+    white = np.ones(3)
+
+    def pixels_of_fill(label: int) -> int:
+        color = np.asarray(colormaps["tab10"].colors[label])
+        fill = plotting.FILL_ALPHA * color + (1 - plotting.FILL_ALPHA) * white
+        return int(np.all(np.abs(rgb - fill) < 2.5 / 255, axis=-1).sum())
+
+    assert pixels_of_fill(0) > 10_000 and pixels_of_fill(2) > 10_000
+    assert pixels_of_fill(1) == 0
+
+
 def test_plot_decision_boundary_single_point(tmp_path: Path) -> None:
     # Zero span on both axes: the grid is padded by a fixed amount instead.
     out = plotting.plot_decision_boundary(
@@ -253,6 +278,18 @@ def test_confusion_matrix_matches_numpy_reference(num_classes: int) -> None:
     counts = plotting.confusion_matrix(jnp.asarray(y_true), jnp.asarray(y_pred), num_classes)
     np.testing.assert_array_equal(counts, reference)
     assert counts.sum() == 500
+
+
+@pytest.mark.parametrize("num_classes", [3, np.int64(3), np.array(3), jnp.int32(3)])
+def test_confusion_matrix_accepts_integer_scalars(num_classes: object) -> None:
+    counts = plotting.confusion_matrix([0, 2], [1, 2], num_classes)
+    np.testing.assert_array_equal(counts, [[0, 1, 0], [0, 0, 0], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("num_classes", [True, np.True_, 3.0, jnp.float32(3.0), jnp.array([3])])
+def test_confusion_matrix_rejects_non_integer_num_classes(num_classes: object) -> None:
+    with pytest.raises(ValueError, match=r"num_classes must be an integer >= 1"):
+        plotting.confusion_matrix([0, 1], [0, 1], num_classes)
 
 
 def test_confusion_matrix_empty_and_integral_floats() -> None:
@@ -344,3 +381,50 @@ def test_plot_sweep_writes_a_png_and_leaves_out_diverged_runs(tmp_path):
     with pytest.raises(ValueError, match=r"final_losses \(v, seeds\)"):
         plotting.plot_sweep(rates, losses[:3], tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def _sweep_legend(monkeypatch: pytest.MonkeyPatch, values: object, losses: object) -> list[str]:
+    """The legend labels of the figure ``plot_sweep`` builds (captured instead of saved)."""
+    figures: list[Figure] = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figures.append(fig) or Path(path))
+    plotting.plot_sweep(values, losses, "unused.png")
+    (fig,) = figures
+    return [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+
+
+def test_plot_sweep_band_label_counts_finite_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    rates = np.logspace(-3, 0, 4)
+    all_finite = np.array([[0.5, 0.4], [0.1, 0.2], [0.01, 0.02], [0.3, 0.6]])
+    assert _sweep_legend(monkeypatch, rates, all_finite) == ["min-max over 2 seeds", "median"]
+    some_diverged = np.array([[0.5, 0.4], [0.1, 0.2], [0.01, np.nan], [np.inf, np.nan]])
+    assert _sweep_legend(monkeypatch, rates, some_diverged) == [
+        "min-max over the 1-2 finite of 2 seeds",
+        "median",
+        "3 runs diverged (left out)",
+    ]
+    one_each = np.array([[0.5, np.nan], [np.nan, 0.2]])
+    assert _sweep_legend(monkeypatch, rates[:2], one_each)[0] == (
+        "min-max over the 1 finite of 2 seeds"
+    )
+
+
+@pytest.mark.parametrize("losses", [np.full((3, 2), np.nan), np.full((3, 0), 1.0)])
+def test_plot_sweep_rejects_sweeps_without_a_finite_run(tmp_path: Path, losses) -> None:
+    with pytest.raises(ValueError, match=r"no run has a finite final loss"):
+        plotting.plot_sweep([1e-3, 1e-2, 1e-1], losses, tmp_path / "sweep.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("rates", [[0.0, 0.1, 1.0], [-0.1, 0.1, 1.0]])
+def test_plot_sweep_rejects_non_positive_values_on_a_log_axis(tmp_path: Path, rates) -> None:
+    losses = np.ones((3, 2))
+    with pytest.raises(ValueError, match=r"values must be positive for a logarithmic x axis"):
+        plotting.plot_sweep(rates, losses, tmp_path / "sweep.png")
+    assert list(tmp_path.iterdir()) == []
+    # A linear axis shows them.
+    assert_png(plotting.plot_sweep(rates, losses, tmp_path / "sweep.png", log_x=False))
+
+
+def test_plot_sweep_rejects_non_finite_values(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"values must be finite"):
+        plotting.plot_sweep([0.1, np.nan], np.ones((2, 2)), tmp_path / "sweep.png", log_x=False)

@@ -228,21 +228,54 @@ def test_regression_history_has_no_accuracy(moons):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"epochs": 0}, "epochs must be a positive integer"),
-        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
         ({"dropout_rate": 1.0}, r"dropout_rate must be in \[0, 1\)"),
         ({"l2": -1.0}, r"l2 must be in \[0, inf\)"),
         ({"grad": "numeric"}, "unknown grad 'numeric'"),
         ({"activation": "swish"}, "unknown activation 'swish'"),
         ({"start_epoch": 5}, r"start_epoch must be in \[0, epochs=2\]"),
+        ({"start_epoch": 1.5}, "start_epoch must be an integer >= 0, got 1.5"),
+        ({"epochs_per_call": 0}, "epochs_per_call must be an integer >= 1, got 0"),
+        ({"diagnostics_every": True}, "diagnostics_every must be an integer >= 0, got True"),
+        ({"optimizer": nnjax.adam}, "optimizer must be an optax.GradientTransformation"),
     ],
 )
 def test_bad_arguments_fail_before_training(moons, kwargs, message):
     data, init_key, train_key = moons
     params = nnjax.init_network(init_key, [2, 4, 2], "he")
     options = {"epochs": 2, "key": train_key, **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         training.train(params, data.x_train, data.y_train, **options)
+
+
+def test_non_finite_data_and_bad_binary_labels_fail_before_training(moons):
+    data, init_key, train_key = moons
+    params = nnjax.init_network(init_key, [2, 4, 2], "he")
+    x_bad = data.x_train.at[3, 1].set(jnp.nan)
+    with pytest.raises(ValueError, match="validation x hold non-finite values"):
+        training.train(
+            params, data.x_train, data.y_train, key=train_key, validation=(x_bad, data.y_train)
+        )
+    with pytest.raises(ValueError, match="the targets of x hold non-finite values"):
+        targets = jnp.full((data.x_train.shape[0], 2), jnp.inf)
+        training.train(params, data.x_train, targets, loss="mse", key=train_key)
+    binary = nnjax.init_network(init_key, [2, 4, 1], "xavier")
+    with pytest.raises(ValueError, match=r"needs labels 0 and 1, got \[0 2\]"):
+        training.train(
+            binary, data.x_train, data.y_train * 2, loss="binary_cross_entropy", key=train_key
+        )
+
+
+def test_the_default_optimizer_compiles_once_and_integer_scalars_are_accepted(moons):
+    data, init_key, train_key = moons
+    params = nnjax.init_network(init_key, [2, 4, 2], "he")
+    common = dict(batch_size=np.int64(400), key=train_key)
+    training.train(params, data.x_train, data.y_train, epochs=np.int32(1), **common)
+    compiled = training._compile.cache_info().misses
+    result = training.train(params, data.x_train, data.y_train, epochs=2, **common)
+    assert training._compile.cache_info().misses == compiled
+    assert result.epochs_run == 2
 
 
 def test_mismatched_data_is_named(moons):
@@ -254,6 +287,11 @@ def test_mismatched_data_is_named(moons):
         training.train(params, data.x_train, data.y_train[:-1], key=train_key)
     with pytest.raises(ValueError, match="integer labels must have shape"):
         training.train(params, data.x_train, jnp.zeros((400, 2), jnp.int32), key=train_key)
+
+
+def test_binary_accuracy_never_broadcasts():
+    with pytest.raises(ValueError, match=r"shape \(3, 1\) but targets has shape \(3,\)"):
+        training.accuracy(jnp.ones((3, 1)), jnp.ones(3), "binary_cross_entropy")
 
 
 def test_accuracy_definitions():
@@ -337,6 +375,11 @@ def test_sweep_rejects_mismatched_hyperparameters(moons):
             learning_rates=1e-3,
             dropout_rates=1.0,
         )
+    for seeds, message in (([0.7], "sequence of integers, got float64"), ([-1], r"\[-1, -1\]")):
+        with pytest.raises(ValueError, match=message):
+            training.sweep(
+                data.x_train, data.y_train, layer_sizes=[2, 4, 2], seeds=seeds, learning_rates=0.1
+            )
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 64, 1000, 4097])
