@@ -94,6 +94,21 @@ def test_train_records_diagnostics_at_the_interval():
     for key in diagnostics.history_keys(2):
         assert len(result.history[key]) == 2
         assert all(np.isfinite(result.history[key]))
+    # The record of epoch 4 is diagnostic_row of the network after 4 epochs (same trajectory).
+    four = training.train(
+        network(5, [2, 8, 2]), x, y, epochs=4, batch_size=16, key=jax.random.key(0)
+    )
+    row = diagnostics.diagnostic_row(
+        four.params,
+        x,
+        y,
+        nnjax.adam(1e-3).update,
+        four.opt_state,
+        activation="relu",
+        loss="softmax_cross_entropy",
+    )
+    recorded = [result.history[key][1] for key in diagnostics.history_keys(2)]
+    np.testing.assert_allclose(recorded, np.asarray(row), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="diagnostics_every must be an integer >= 0"):
         training.train(network(5, [2, 8, 2]), x, y, key=jax.random.key(0), diagnostics_every=-1)
 

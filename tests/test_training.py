@@ -213,6 +213,8 @@ def test_remainder_batches_and_full_batch(moons):
         )
         assert result.epochs_run == 3
         assert len(result.history["train_loss"]) == 3
+        # Optimizer steps: 2 batches of 4 per epoch (the remainder of 2 left out), or 1 of 10.
+        assert int(result.opt_state.count) == 3 * (2 if batch_size == 4 else 1)
 
 
 def test_regression_history_has_no_accuracy(moons):
