@@ -3,9 +3,11 @@
 ``nnjax.training.sweep`` vmaps the whole training program over the models: each has its own
 seed (initialization and shuffling) and its own learning rate, and the learning rate is a traced
 value, not a compiled-in constant, so a second sweep over other rates reuses the compiled program.
-The plot shows the final training loss against the learning rate, the median over seeds with a
-band from the best to the worst seed: too small a rate has not converged, too large a one is
-unstable, and the band widens where the outcome depends on the seed.
+The sweep is the learning-rate experiment's ``sweep_rates`` (in scripts/experiments/, there with
+SGD on the spirals), here with Adam on two moons. The plot shows the final training loss against
+the learning rate, the median over seeds with a band from the best to the worst seed: too small a
+rate has not converged, too large a one is unstable, and the band widens where the outcome
+depends on the seed.
 
 Run it with ``python scripts/sweep_learning_rate.py [OUTPUT_DIR]`` (default ``runs/scripts/sweep``).
 """
@@ -18,7 +20,10 @@ import numpy as np
 
 from nnjax.datasets import load_dataset
 from nnjax.plotting import plot_sweep
-from nnjax.training import sweep
+
+# sweep_rates comes from the learning-rate experiment, scripts/experiments/learning_rate.py.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "experiments"))
+from learning_rate import sweep_rates
 
 LEARNING_RATES = np.logspace(-4, 0.5, 12)  # 1e-4 .. 3.2, evenly spaced on a log scale
 SEEDS = 4
@@ -31,28 +36,18 @@ def main(argv: list[str]) -> int:
     out_dir = Path(argv[0] if argv else "runs/scripts/sweep")
     data = load_dataset("moons", jax.random.key(0))
 
-    # One row per model: every learning rate with every seed.
-    rates = np.repeat(LEARNING_RATES, SEEDS)
-    seeds = np.tile(np.arange(SEEDS), len(LEARNING_RATES))
-    result = sweep(
-        data.x_train,
-        data.y_train,
-        layer_sizes=[2, 16, 16, 2],
-        seeds=seeds,
-        learning_rates=rates,  # nnjax.adam(rate) for each model
-        activation="relu",
-        epochs=30,
-        batch_size=32,
-    )
-    final = result.history["train_loss"][:, -1].reshape(len(LEARNING_RATES), SEEDS)
-    final = np.where(result.diverged.reshape(final.shape), np.nan, final)
+    # Every learning rate with every seed: a 16-16 ReLU network, nnjax.adam(rate) for each.
+    adam = {"activation": "relu", "epochs": 30, "batch_size": 32}
+    final, median, best, speed = sweep_rates(data, LEARNING_RATES, SEEDS, (16, 16), **adam)
 
-    print(f"{len(rates)} models, {result.model_steps_per_second:,.0f} model-steps/s")
+    print(f"{final.size} models, {speed:,.0f} model-steps/s")
     print("learning rate   final loss (median over seeds)")
-    for rate, losses in zip(LEARNING_RATES, final, strict=True):
-        print(f"{rate:13.1e}   {np.nanmedian(losses):.2e}")
-    best = LEARNING_RATES[np.nanargmin(np.nanmedian(final, axis=1))]
-    print(f"best learning rate: {best:.1e}")
+    for rate, loss in zip(LEARNING_RATES, median, strict=True):
+        print(f"{rate:13.1e}   {loss:.2e}")
+    if best is None:
+        print("best learning rate: none, every run diverged")
+    else:
+        print(f"best learning rate: {LEARNING_RATES[best]:.1e}")
     print(f"wrote {plot_sweep(LEARNING_RATES, final, out_dir / 'sweep.png')}")
     return 0
 

@@ -69,7 +69,7 @@ def test_deep_sigmoid_gradient_vanishes_and_relu_does_not(seed):
     assert norms[0] * 100 <= norms[-1], norms
     relu = common.new_network(data, [32] * 9, "he", init_key)
     norms = vanishing.gradient_norms(relu, data, "relu")
-    assert norms[0] * 100 > norms[-1], norms
+    assert norms[-1] / 100 < norms[0] < norms[-1] * 100, norms
 
 
 def test_l2_and_dropout_narrow_the_gap_of_an_overfitting_network(tmp_path):
@@ -93,25 +93,44 @@ def test_vanishing_gradients_runs_end_to_end_and_its_claims_hold(tmp_path, capsy
     assert f"wrote {tmp_path / 'vanishing_gradients.png'}" in out and "FAILED" not in out
 
 
-@pytest.mark.parametrize(
-    ("name", "sizes"),
-    [
-        ("optimizers", {"hidden": (8,), "epochs": 2}),
-        ("activations", {"hidden": (8,), "epochs": 2}),
-        (
-            "learning_rate",
-            {"rates": [1e-2, 1e-1, 1.0], "num_seeds": 2, "hidden": (8,), "epochs": 2},
-        ),
-    ],
-)
-def test_other_experiments_write_their_outputs_at_tiny_sizes(tmp_path, name, sizes):
-    common, experiment = load("_common"), load(name)
-    run = functools.partial(experiment.run, **sizes)
-    code = common.main([str(tmp_path)], experiment.__file__, run, experiment.plot)
-    numbers = check_outputs(tmp_path, name)
-    # Two epochs need not reproduce the claims; the exit code says whether they held.
-    assert code == (0 if all(numbers["claims"].values()) else 1)
-    assert numbers["config"]["epochs"] == 2
+def test_classical_momentum_and_adam_beat_sgd_and_damped_momentum_tracks_it(tmp_path):
+    common, optimizers = load("_common"), load("optimizers")
+    # A 16-16 network for 20 epochs (seeds 0-3 all hold the claims; Adam needs more than 2 epochs
+    # to pass SGD). Compiling the four programs costs more than training them.
+    run = functools.partial(optimizers.run, hidden=(16, 16), epochs=20)
+    assert common.main([str(tmp_path)], optimizers.__file__, run, optimizers.plot) == 0
+    final = check_outputs(tmp_path, "optimizers")["final_train_loss"]
+    sgd = final["SGD"]
+    assert abs(final["momentum (spec, damped)"] - sgd) <= 0.25 * sgd, final
+    assert final["classical momentum"] < sgd and final["Adam"] < sgd, final
+
+
+def test_relu_trains_faster_than_tanh_and_tanh_than_sigmoid(tmp_path):
+    common, activations = load("_common"), load("activations")
+    run = functools.partial(activations.run, hidden=(16, 16), epochs=20)
+    assert common.main([str(tmp_path)], activations.__file__, run, activations.plot) == 0
+    final = check_outputs(tmp_path, "activations")["final_train_loss"]
+    assert final["relu"] < final["tanh"] < final["sigmoid"], final
+
+
+def test_the_best_learning_rate_lies_between_a_crawling_and_a_diverging_one(tmp_path):
+    common, learning_rate = load("_common"), load("learning_rate")
+    # Three rates, two seeds, 20 epochs: each seed alone ends 10x lower at 0.3 than at 1e-3.
+    run = functools.partial(learning_rate.run, rates=[1e-3, 0.3, 30.0], num_seeds=2, epochs=20)
+    assert common.main([str(tmp_path)], learning_rate.__file__, run, learning_rate.plot) == 0
+    numbers = check_outputs(tmp_path, "learning_rate")
+    assert numbers["best_learning_rate"] == 0.3, numbers
+    smallest, best, largest = numbers["final_train_loss"]  # null where a run diverged
+    assert min(smallest) >= 10 * max(best), numbers
+    assert None in largest or min(largest) >= 10 * max(best), numbers
+
+
+def test_a_sweep_in_which_every_rate_diverges_has_no_best_rate():
+    learning_rate = load("learning_rate")
+    numbers = learning_rate.run(rates=[1e3, 1e4], num_seeds=1, hidden=(8,), epochs=1)
+    assert numbers["best_learning_rate"] is None
+    assert numbers["diverged_runs"] == 2
+    assert not numbers["claims"]["the best rate lies inside the range, not at either end"]
 
 
 def test_bad_arguments_exit_2_before_any_work(capsys):

@@ -27,8 +27,14 @@ from nnjax.training import sweep
 RATES = np.logspace(-3, 1.5, 12)  # 1e-3 .. 31.6, evenly spaced on a log scale
 
 
-def run(rates=RATES, num_seeds=4, hidden=(32, 32), epochs=50) -> dict:
-    data = load_dataset("spirals", jax.random.key(0))
+def sweep_rates(data, rates, num_seeds, hidden, **options):
+    """Trains one network per (learning rate, seed) on ``data``, all in one program.
+
+    ``options`` go to ``training.sweep`` (``optimizer``, ``epochs``...). Returns the final
+    training losses, shape (rates, seeds), NaN where a run diverged; each rate's median over its
+    runs that did not diverge (NaN if all did); the index of the lowest median (None if every run
+    diverged); and the sweep's model-steps per second.
+    """
     rates = np.asarray(rates)
     # One model per (rate, seed) pair: rates repeat, seeds cycle.
     result = sweep(
@@ -37,23 +43,36 @@ def run(rates=RATES, num_seeds=4, hidden=(32, 32), epochs=50) -> dict:
         layer_sizes=[data.x_train.shape[1], *hidden, data.num_classes],
         seeds=np.tile(np.arange(num_seeds), len(rates)),
         learning_rates=np.repeat(rates, num_seeds),
-        optimizer=nnjax.sgd,
-        epochs=epochs,
+        **options,
     )
     final = result.history["train_loss"][:, -1].reshape(len(rates), num_seeds)
     final = np.where(result.diverged.reshape(final.shape), np.nan, final)
     finite = [row[np.isfinite(row)] for row in final]
     median = np.array([np.median(row) if row.size else np.nan for row in finite])
-    best = int(np.nanargmin(median))
-    print(f"{final.size} models, {result.model_steps_per_second:,.0f} model-steps/s")
+    best = None if np.isnan(median).all() else int(np.nanargmin(median))
+    return final, median, best, result.model_steps_per_second
+
+
+def run(rates=RATES, num_seeds=4, hidden=(32, 32), epochs=50) -> dict:
+    data = load_dataset("spirals", jax.random.key(0))
+    sgd = {"optimizer": nnjax.sgd, "epochs": epochs}
+    final, median, best, speed = sweep_rates(data, rates, num_seeds, hidden, **sgd)
+    print(f"{final.size} models, {speed:,.0f} model-steps/s")
     for rate, loss, diverged in zip(rates, median, np.isnan(final).sum(axis=1), strict=True):
         print(f"learning rate {rate:8.2e}: median final loss {loss:.3e}, {diverged} diverged")
-    print(f"best learning rate: {rates[best]:.2e}")
+    if best is None:
+        print("every learning rate diverged")
+        best_loss = np.nan  # no claim can hold
+    else:
+        best_loss = median[best]
+        print(f"best learning rate: {rates[best]:.2e}")
     claims = {
-        "the best rate lies inside the range, not at either end": 0 < best < len(rates) - 1,
-        "the smallest rate ends at least 10x above the best": median[0] >= 10 * median[best],
+        "the best rate lies inside the range, not at either end": (
+            best is not None and 0 < best < len(rates) - 1
+        ),
+        "the smallest rate ends at least 10x above the best": median[0] >= 10 * best_loss,
         "the largest rate diverges or ends at least 10x above the best": bool(
-            np.isnan(final[-1]).any() or median[-1] >= 10 * median[best]
+            np.isnan(final[-1]).any() or median[-1] >= 10 * best_loss
         ),
     }
     config = {"hidden": list(hidden), "epochs": epochs, "batch_size": 32, "optimizer": "sgd"}
@@ -62,7 +81,7 @@ def run(rates=RATES, num_seeds=4, hidden=(32, 32), epochs=50) -> dict:
         "learning_rates": rates,
         "final_train_loss": final,  # (rates, seeds), null where diverged
         "median_final_loss": median,
-        "best_learning_rate": rates[best],
+        "best_learning_rate": None if best is None else rates[best],
         "diverged_runs": int(np.isnan(final).sum()),
         "claims": claims,
     }
