@@ -173,6 +173,9 @@ def _check_input(params: Params, x: jax.Array) -> tuple[int, ...]:
             f"x must have shape (batch, {sizes[0]}) for a network with {sizes[0]} inputs, "
             f"got shape {x.shape}"
         )
+    dtype = jnp.result_type(params[0]["W"])
+    if x.dtype != dtype:  # no silent promotion: float64 inputs would make the whole pass float64
+        raise TypeError(f"x has dtype {x.dtype} but the parameters have {dtype}; cast one of them")
     return sizes
 
 

@@ -201,6 +201,8 @@ def test_forward_pass_rejects_wrong_feature_count():
         nnjax.forward_pass(params, jnp.ones((2, 5)))
     with pytest.raises(TypeError, match="floating-point"):
         nnjax.forward_pass(params, jnp.ones((2, 3), jnp.int32))
+    with jax.enable_x64(True), pytest.raises(TypeError, match="x has dtype float64 but the"):
+        nnjax.forward_pass(params, jnp.ones((2, 3), jnp.float64))  # would promote every layer
 
 
 def test_mismatched_layers_are_named():
