@@ -313,7 +313,7 @@ def main(argv: list[str]) -> int:
     rows = [row for name in workloads for row in benchmark_workload(name, repeats, args.quick)]
     for row in rows:
         row["matmul_fraction"] = row["manual_gflops"] * 1e9 / rate
-    sweep = benchmark_sweep(8 if args.quick else 64, 2 if args.quick else 10, args.quick)
+    sweep = benchmark_sweep(4 if args.quick else 64, 2 if args.quick else 10, args.quick)
     parallel = []
     if devices is not None:
         parallel = [benchmark_data_parallel(w, devices, repeats, args.quick) for w in workloads]

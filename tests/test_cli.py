@@ -191,7 +191,7 @@ def test_train_help_is_complete():
 
 def test_diagnostics_of_a_network_without_hidden_layers(tmp_path):
     folder = tmp_path / "linear"
-    options = ["--dataset", "moons", "--hidden", "none", "--diagnostics", "1", "--epochs", "2"]
+    options = ["--dataset", "xor", "--hidden", "none", "--diagnostics", "1", "--epochs", "1"]
     assert cli.main(["train", *options, "--quiet", "--output", str(folder)]) == 0
     written = {p.name for p in folder.iterdir()}
     assert "gradient_norms.png" in written and "activation_std.png" not in written

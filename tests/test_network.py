@@ -290,7 +290,7 @@ def test_predict_is_the_evaluation_forward_pass():
     assert float(out.min()) > 0 and float(out.max()) < 1
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
     widths=st.lists(st.integers(1, 64), min_size=2, max_size=6),
     batch=st.integers(1, 32),

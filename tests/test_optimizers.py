@@ -657,10 +657,15 @@ def test_adam_in_bfloat16_moves_like_optax():
     grads = {"w": jnp.array([0.3, -0.2, 0.1], jnp.bfloat16), "b": jnp.zeros(2, jnp.bfloat16)}
     results = []
     for opt in (nnjax.adam(0.01), optax.adam(0.01)):
-        p, state = params, opt.init(params)
-        for _ in range(50):
+
+        def step(_, carry, opt=opt):
+            p, state = carry
             updates, state = opt.update(grads, state, p)
-            p = optax.apply_updates(p, updates)
+            return optax.apply_updates(p, updates), state
+
+        p, _ = jax.jit(lambda p, s, step=step: jax.lax.fori_loop(0, 50, step, (p, s)))(
+            params, opt.init(params)
+        )
         results.append(jax.tree.map(lambda a: np.asarray(a, np.float32), p))
     mine, reference = results
     assert np.isfinite(mine["b"]).all() and (mine["b"] == 0).all()
