@@ -31,7 +31,12 @@ import jax.numpy as jnp
 from nnjax import _validation, losses
 from nnjax.activations import ACTIVATIONS, get_activation, identity, sigmoid, softmax
 from nnjax.initializers import INITIALIZERS, Initializer
-from nnjax.regularization import dropout_backward, dropout_forward, l2_regularization
+from nnjax.regularization import (
+    dropout_backward,
+    dropout_forward,
+    l2_regularization,
+    l2_regularization_gradient,
+)
 
 Params = list[dict[str, jax.Array]]
 Cache = dict[str, jax.Array]
@@ -332,7 +337,8 @@ def backward_pass(
         a_prev = x if l == 1 else cache[f"a{l - 1}"]
         dW = dz.T @ a_prev
         if use_l2:
-            dW = dW + jnp.asarray(l2, dW.dtype) * W
+            (penalty,) = l2_regularization_gradient([W], l2)
+            dW = dW + penalty
         grads[l - 1] = {"W": dW, "b": jnp.sum(dz, axis=0)}
         if l > 1:
             da = dz @ W

@@ -179,23 +179,32 @@ def time_steps(variant, x, y, key, batch, num_batches):
     return time.perf_counter() - start
 
 
+def time_rounds(names, run, repeats):
+    """``{name: [seconds, ...]}`` from ``repeats`` rounds of ``run(name, key)`` for every name, the
+    order alternating between rounds so that a slow moment of the machine hits them alike; round
+    ``r`` uses ``jax.random.key(r)``, and a first warm-up round is not counted."""
+    times = {name: [] for name in names}
+    for r in range(repeats + 1):
+        for name in names if r % 2 else names[::-1]:
+            seconds = run(name, jax.random.key(r))
+            if r > 0:
+                times[name].append(seconds)
+    return times
+
+
 def benchmark_workload(name, repeats, quick):
     sizes, batch = WORKLOADS[name]
     num_batches = {"tiny": 200, "mnist": 20, "wide": 3}[name] // (4 if quick else 1)
     (x, y), variants = build_variants(sizes, batch, num_batches)
+
+    def run(grad_and_loop, key):
+        grad, loop = grad_and_loop
+        if loop == "epoch":
+            return time_epoch(variants[grad], x, y, key)
+        return time_steps(variants[grad], x, y, key, batch, num_batches)
+
     order = [(grad, loop) for grad in variants for loop in ("epoch", "step")]
-    times = {variant: [] for variant in order}
-    for r in range(repeats + 1):  # the first round warms up and is not counted
-        key = jax.random.key(r)
-        for grad, loop in order if r % 2 else order[::-1]:  # alternate who goes first
-            variant = variants[grad]
-            seconds = (
-                time_epoch(variant, x, y, key)
-                if loop == "epoch"
-                else time_steps(variant, x, y, key, batch, num_batches)
-            )
-            if r > 0:
-                times[grad, loop].append(seconds)
+    times = time_rounds(order, run, repeats)
     flops_per_step = 6 * batch * sum(a * b for a, b in itertools.pairwise(sizes))
     rows = []
     for loop in ("epoch", "step"):
@@ -240,12 +249,11 @@ def benchmark_data_parallel(name, devices, repeats, quick):
             args = jax.device_put(args, placed_layout.replicated)
         exe, _ = compile_epoch(step, args, batch, num_batches, placed_layout)
         variants[variant] = {"epoch": exe, "state": args[0], "data": args[1:]}
-    times = {variant: [] for variant in variants}
-    for r in range(repeats + 1):  # the first round warms up and is not counted
-        for variant in variants if r % 2 else list(variants)[::-1]:
-            seconds = time_epoch(variants[variant], *variants[variant]["data"], jax.random.key(r))
-            if r > 0:
-                times[variant].append(seconds)
+    times = time_rounds(
+        list(variants),
+        lambda name, key: time_epoch(variants[name], *variants[name]["data"], key),
+        repeats,
+    )
     rates = {variant: num_batches / statistics.median(t) for variant, t in times.items()}
     speedup = rates["data_parallel"] / rates["one_device"]
     return {
