@@ -37,6 +37,7 @@ from nnjax.losses import (
 )
 from nnjax.network import (
     LOSSES,
+    OUTPUT_LOSSES,
     backward_pass,
     forward_neuron,
     forward_pass,
@@ -68,6 +69,7 @@ __all__ = [
     "ACTIVATIONS",
     "INITIALIZERS",
     "LOSSES",
+    "OUTPUT_LOSSES",
     "OPTIMIZERS",
     "AdamState",
     "MomentumState",

@@ -425,7 +425,7 @@ def _backward_rows(key: jax.Array) -> list[CheckRow]:
     rows = []
     variants = [("", {}), (" +L2", {"l2": 0.1}), (" +dropout", {"dropout_rate": 0.3})]
     for (suffix, options), activation, loss in itertools.product(
-        variants, ("sigmoid", "relu", "tanh", "identity"), network.LOSSES
+        variants, ("sigmoid", "relu", "tanh", "identity"), network.OUTPUT_LOSSES
     ):
         report = check_backward_pass(
             key, layer_sizes=(3, 5, 4, 3), activation=activation, loss=loss, **options

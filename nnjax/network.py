@@ -11,7 +11,7 @@ Its architecture beyond the shapes is two static arguments:
 
 - ``activation``: the hidden activation, one name for every hidden layer or a tuple with one
   name per hidden layer, among ``"sigmoid"``, ``"relu"``, ``"tanh"`` and ``"identity"``;
-- ``loss``: the output and its loss, one of the canonical pairs in ``LOSSES``:
+- ``loss``: the output and its loss, one of the canonical pairs in ``OUTPUT_LOSSES``:
   ``"mse"`` (identity output, mean squared error; targets ``(batch, n_out)``),
   ``"binary_cross_entropy"`` (sigmoid output, BCE from the logits; targets ``(batch, n_out)`` in
   [0, 1]) and ``"softmax_cross_entropy"`` (softmax output, cross-entropy from the logits; integer
@@ -52,7 +52,7 @@ class OutputLoss(NamedTuple):
     output_error: Callable[[jax.Array, jax.Array], jax.Array]
 
 
-LOSSES: dict[str, OutputLoss] = {
+OUTPUT_LOSSES: dict[str, OutputLoss] = {
     "mse": OutputLoss(identity, losses.mse_loss, losses.mse_derivative),
     "binary_cross_entropy": OutputLoss(
         sigmoid,
@@ -65,10 +65,13 @@ LOSSES: dict[str, OutputLoss] = {
 }
 """The output/loss pairs a network may end in, by name."""
 
+LOSSES = OUTPUT_LOSSES
+"""Former name of ``OUTPUT_LOSSES``, kept so that existing code keeps working."""
+
 
 def _get_loss(name: str) -> OutputLoss:
-    _validation.check_choice("loss", name, LOSSES)
-    return LOSSES[name]
+    _validation.check_choice("loss", name, OUTPUT_LOSSES)
+    return OUTPUT_LOSSES[name]
 
 
 def forward_neuron(
@@ -207,7 +210,7 @@ def forward_pass(
       params: the network's parameters (see ``init_network``).
       x: inputs of shape ``(batch, n_in)``.
       activation: hidden activation name, or a tuple of one name per hidden layer.
-      loss: the output/loss pair, a key of ``LOSSES``; fixes the output activation.
+      loss: the output/loss pair, a key of ``OUTPUT_LOSSES``; fixes the output activation.
       dropout_rate: probability of dropping each hidden unit during training (inverted dropout
         on every hidden layer's output; never on the inputs or outputs). May be traced.
       key: the ``jax.random`` key for the dropout masks; needed when dropout is active.
@@ -258,7 +261,7 @@ def network_loss(
 ) -> jax.Array:
     r"""The training objective :math:`L(y, z^{(L)}) + \frac{\lambda}{2}\sum_l \|W^{(l)}\|^2`.
 
-    The data loss is computed from the logits :math:`z^{(L)}` (stable; see ``LOSSES``), the L2 term
+    The data loss is computed from the logits :math:`z^{(L)}` (stable; see ``OUTPUT_LOSSES``), the L2 term
     over weight matrices only. ``jax.grad`` of this function is what ``backward_pass`` computes by
     hand. Arguments as in ``forward_pass``; ``y`` is the target (shape set by ``loss``) and ``l2``
     the strength :math:`\lambda \ge 0`.
@@ -295,7 +298,7 @@ def backward_pass(
     with :math:`\delta^{(l)} = \partial L / \partial z^{(l)}` of shape ``(batch, n_l)``,
 
     - output error: :math:`\delta^{(L)} = c\,(a^{(L)} - y)`. This fused form holds only for the
-      canonical pairs in ``LOSSES``, where the output activation's Jacobian cancels against the
+      canonical pairs in ``OUTPUT_LOSSES``, where the output activation's Jacobian cancels against the
       loss's derivative: identity + MSE (:math:`c = 2/n`, ``n`` the number of output elements),
       sigmoid + BCE (:math:`c = 1/n`) and softmax + cross-entropy (:math:`c = 1/B`, ``B`` the
       batch); the spec writes it with :math:`c = 1`. For any other pairing it is wrong.

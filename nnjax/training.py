@@ -140,7 +140,7 @@ def evaluate(
     Returns ``(loss, accuracy)`` as scalars; the accuracy is NaN for ``loss="mse"``.
     """
     output, cache = network.forward_pass(params, x, activation=activation, loss=loss)
-    value = network.LOSSES[loss].loss(y, cache[f"z{len(params)}"])
+    value = network.OUTPUT_LOSSES[loss].loss(y, cache[f"z{len(params)}"])
     acc = accuracy(output, y, loss) if has_accuracy(loss) else jnp.full((), jnp.nan)
     return value, acc.astype(value.dtype)
 
@@ -212,7 +212,7 @@ def _gradient_fn(
         opts = options(l2, dropout_rate, key)
         l2 = opts.pop("l2")
         _, cache = network.forward_pass(params, x, **arch, **opts)
-        value = network.LOSSES[loss].loss(y, cache[f"z{len(params)}"])
+        value = network.OUTPUT_LOSSES[loss].loss(y, cache[f"z{len(params)}"])
         if use_l2:
             value = value + l2_regularization([p["W"] for p in params], l2)
         return value, network.backward_pass(params, x, y, cache, **arch, l2=l2)

@@ -14,7 +14,7 @@ import nnjax
 from nnjax import network
 
 HIDDEN = ("sigmoid", "relu", "tanh", "identity")
-PAIRS = tuple(network.LOSSES)
+PAIRS = tuple(network.OUTPUT_LOSSES)
 ARCH_ARGS = ("activation", "loss", "train")
 
 
