@@ -9,9 +9,15 @@ Shape convention, used everywhere: data is batch-first ``(batch, features)``; a 
 matrix ``W`` is ``(n_out, n_in)`` and its bias ``b`` is ``(n_out,)``, as in the spec and PyTorch's
 ``Linear``; ``z = x @ W.T + b``. A network's parameters are a list of ``{"W", "b"}`` dicts.
 Randomness comes only from explicit ``jax.random`` keys.
+
+The formulas are re-exported here; every module is reachable as an attribute (``nnjax.training``,
+``nnjax.datasets``, ...), imported on first use, so ``import nnjax`` loads neither matplotlib,
+tqdm nor scikit-learn.
 """
 
-from nnjax import gradcheck
+import importlib
+from typing import Any
+
 from nnjax.activations import (
     ACTIVATIONS,
     identity,
@@ -38,6 +44,7 @@ from nnjax.losses import (
 from nnjax.network import (
     LOSSES,
     OUTPUT_LOSSES,
+    DenseNetwork,
     backward_pass,
     forward_neuron,
     forward_pass,
@@ -65,13 +72,50 @@ from nnjax.regularization import (
 
 __version__ = "0.1.0"
 
+SUBMODULES = (
+    "activations",
+    "checkpoints",
+    "checks",
+    "cli",
+    "datasets",
+    "diagnostics",
+    "distributed",
+    "initializers",
+    "losses",
+    "metrics",
+    "model",
+    "network",
+    "optimizers",
+    "plotting",
+    "program",
+    "regularization",
+    "runs",
+    "steps",
+    "sweeps",
+    "training",
+)
+"""The public submodules, each an attribute of ``nnjax`` once first used (PEP 562)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in SUBMODULES:
+        return importlib.import_module(f"nnjax.{name}")
+    raise AttributeError(f"module 'nnjax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *SUBMODULES})
+
+
 __all__ = [
     "ACTIVATIONS",
     "INITIALIZERS",
     "LOSSES",
-    "OUTPUT_LOSSES",
     "OPTIMIZERS",
+    "OUTPUT_LOSSES",
+    "SUBMODULES",
     "AdamState",
+    "DenseNetwork",
     "MomentumState",
     "SgdState",
     "__version__",
@@ -87,7 +131,6 @@ __all__ = [
     "dropout_forward",
     "forward_neuron",
     "forward_pass",
-    "gradcheck",
     "he_init",
     "identity",
     "identity_derivative",

@@ -21,15 +21,22 @@ parameters.
 On CPU, the cross-process collectives use gloo (``jax_cpu_collectives_implementation``), which
 ``initialize`` selects; so two processes on one machine, talking over 127.0.0.1, are a complete
 multi-host run for testing. GPU and TPU use their own collectives (NCCL, ICI).
+
+Data parallelism, in one process or many: ``data_parallel`` builds a one-axis mesh and its
+shardings (``DataParallel``), and ``place`` puts a run's state (replicated) and data (replicated,
+or split by rows across processes) on it; ``training.train(..., devices=N)`` uses both.
 """
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
-__all__ = ["initialize", "process_rows"]
+__all__ = ["DataParallel", "data_parallel", "initialize", "place", "process_rows"]
 
 
 def _env_int(name: str) -> int | None:
@@ -103,3 +110,89 @@ def process_rows(n: int) -> slice:
     share = n // jax.process_count()
     start = jax.process_index() * share
     return slice(start, start + share)
+
+
+class DataParallel(NamedTuple):
+    """Shardings for data-parallel training over a one-axis mesh named ``"data"``."""
+
+    mesh: jax.sharding.Mesh
+    replicated: jax.sharding.NamedSharding  # parameters, optimizer state, keys
+    batch: jax.sharding.NamedSharding  # each minibatch, split along its first axis
+    # The whole dataset: replicated in one process; split along its rows when each of several
+    # processes holds its own rows (see nnjax.distributed).
+    data: jax.sharding.NamedSharding
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.devices.size
+
+
+def data_parallel(devices: int | str = "all") -> DataParallel:
+    """A mesh of the first ``devices`` local devices (or ``"all"``) and its shardings.
+
+    In a multi-process run (``nnjax.distributed.initialize``), the mesh holds the devices of all
+    processes, in process order, and ``devices`` must be ``"all"`` or their number: every
+    process takes part in every step.
+
+    Raises ValueError for a count that is not a positive integer or exceeds the devices there are.
+    """
+    multiprocess = jax.process_count() > 1
+    available = (
+        sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+        if multiprocess
+        else jax.local_devices()
+    )
+    if devices == "all":
+        count = len(available)
+    elif isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        count = devices
+    else:
+        raise ValueError(f'devices must be a positive integer or "all", got {devices!r}')
+    if count > len(available):
+        raise ValueError(f"asked for {count} devices but only {len(available)} are available")
+    if multiprocess and count != len(available):
+        raise ValueError(
+            f"a run of {jax.process_count()} processes trains on all {len(available)} of their "
+            f'devices; got devices={devices!r} (use "all")'
+        )
+    mesh = jax.sharding.Mesh(np.asarray(available[:count]), ("data",))
+    replicated, rows = (
+        jax.sharding.NamedSharding(mesh, spec)
+        for spec in (jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec("data"))
+    )
+    return DataParallel(mesh, replicated, rows, rows if multiprocess else replicated)
+
+
+def place(
+    layout: DataParallel | None, state: tuple, data: tuple, with_validation: bool
+) -> tuple[tuple, tuple]:
+    """Puts ``state`` (parameters, optimizer state, hyperparameters, then the key) and ``data``
+    (``x, y, x_val, y_val``) on the default device, or on the devices of ``layout``.
+
+    With several processes, ``data`` holds this process's rows only; they become global arrays
+    split along their rows (``layout.data``), the processes' rows concatenated in process order.
+    """
+    if layout is None:
+        return jax.device_put((state, data))
+    if jax.process_count() == 1:
+        return jax.device_put((state, data), layout.replicated)
+    # device_put checks that every process passes the same state; it takes arrays, not keys.
+    *arrays, key = state
+    *arrays, key_data = jax.device_put((*arrays, jax.random.key_data(key)), layout.replicated)
+    state = (*arrays, jax.random.wrap_key_data(key_data, impl=jax.random.key_impl(key)))
+    rows = np.asarray(multihost_utils.process_allgather(np.array([len(a) for a in data[::2]])))
+    local = jax.local_device_count()
+    names = ("x", "validation x") if with_validation else ("x",)
+    for name, counts in zip(names, rows.T, strict=False):
+        if np.any(counts != counts[0]) or counts[0] % local:
+            raise ValueError(
+                f"every process must hold as many rows of {name}, a multiple of its {local} local "
+                f"devices; the processes hold {counts.tolist()} (see nnjax.distributed.process_rows)"
+            )
+    if not with_validation:  # placeholders, never evaluated: the same zeros in every process
+        data = (*data[:2], *(np.zeros_like(np.asarray(a)) for a in data[2:]))
+    shardings = (layout.data,) * 2 + ((layout.data if with_validation else layout.replicated),) * 2
+    return state, tuple(
+        jax.make_array_from_process_local_data(sharding, np.asarray(a))
+        for sharding, a in zip(shardings, data, strict=True)
+    )

@@ -22,6 +22,7 @@ Under ``jax.jit`` pass ``activation``, ``loss`` and ``train`` as static argument
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -40,6 +41,23 @@ from nnjax.regularization import (
 
 Params = list[dict[str, jax.Array]]
 Cache = dict[str, jax.Array]
+
+__all__ = [
+    "LOSSES",
+    "OUTPUT_LOSSES",
+    "DenseNetwork",
+    "OutputLoss",
+    "backward_pass",
+    "cached_loss",
+    "forward_neuron",
+    "forward_pass",
+    "hidden_activations",
+    "init_network",
+    "layer_sizes",
+    "network_loss",
+    "predict",
+    "weight_penalty",
+]
 
 
 class OutputLoss(NamedTuple):
@@ -275,10 +293,24 @@ def network_loss(
         key=key,
         train=train,
     )
-    data_loss = _get_loss(loss).loss(y, cache[f"z{len(params)}"])
+    data_loss = cached_loss(params, y, cache, loss=loss)
     if _validation.concrete_float(l2) == 0.0:
         return data_loss
-    return data_loss + l2_regularization([layer["W"] for layer in params], l2)
+    return data_loss + weight_penalty(params, l2)
+
+
+def cached_loss(params: Params, y: jax.Array, cache: Cache, *, loss: str) -> jax.Array:
+    r"""The data loss :math:`L(y, z^{(L)})` from the logits a ``forward_pass`` cached.
+
+    Computed from the logits rather than the output probabilities, for stability (see
+    ``OUTPUT_LOSSES``). ``params`` only tells the number of layers :math:`L`.
+    """
+    return _get_loss(loss).loss(y, cache[f"z{len(params)}"])
+
+
+def weight_penalty(params: Params, l2: float | jax.Array) -> jax.Array:
+    r"""The L2 penalty :math:`\frac{\lambda}{2}\sum_l \|W^{(l)}\|^2` over weight matrices only."""
+    return l2_regularization([layer["W"] for layer in params], l2)
 
 
 def backward_pass(
@@ -361,3 +393,66 @@ def predict(
     """The network's output ``(batch, n_out)`` at evaluation: no dropout, no cache kept."""
     output, _ = forward_pass(params, x, activation=activation, loss=loss)
     return output
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseNetwork:
+    """The fully connected network as a model for the training loop (see ``nnjax.model.Model``).
+
+    It holds the architecture beyond the parameters' shapes: the hidden ``activation`` (one name,
+    or one per hidden layer) and the output/``loss`` pair, as ``forward_pass`` takes them. Frozen,
+    hashable and compared by value: two equal ``DenseNetwork`` share compiled programs.
+    """
+
+    activation: str | tuple[str, ...] = "relu"
+    loss: str = "softmax_cross_entropy"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.activation, str):  # a list would make the model unhashable
+            object.__setattr__(self, "activation", tuple(self.activation))
+
+    def forward(
+        self,
+        params: Params,
+        x: jax.Array,
+        *,
+        dropout_rate: float | jax.Array = 0.0,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[jax.Array, Cache]:
+        """``forward_pass`` with this architecture."""
+        return forward_pass(
+            params,
+            x,
+            activation=self.activation,
+            loss=self.loss,
+            dropout_rate=dropout_rate,
+            key=key,
+            train=train,
+        )
+
+    def data_loss(self, params: Params, y: jax.Array, cache: Cache) -> jax.Array:
+        """``cached_loss`` of this network's output/loss pair."""
+        return cached_loss(params, y, cache, loss=self.loss)
+
+    def penalty(self, params: Params, l2: float | jax.Array) -> jax.Array:
+        """``weight_penalty``: L2 over the weight matrices only."""
+        return weight_penalty(params, l2)
+
+    def backward(
+        self,
+        params: Params,
+        x: jax.Array,
+        y: jax.Array,
+        cache: Cache,
+        *,
+        l2: float | jax.Array = 0.0,
+    ) -> Params:
+        """``backward_pass`` with this architecture."""
+        return backward_pass(params, x, y, cache, activation=self.activation, loss=self.loss, l2=l2)
+
+    def input_width(self, params: Params) -> int:
+        """``n_in``, after checking the layers and that ``activation`` names one per hidden layer."""
+        sizes = layer_sizes(params)
+        hidden_activations(self.activation, len(sizes) - 2)
+        return sizes[0]

@@ -56,7 +56,7 @@ SCRIPT = textwrap.dedent(
     import json, tempfile
     import jax, jax.numpy as jnp, numpy as np
     import nnjax
-    from nnjax import checkpoints, datasets, training
+    from nnjax import checkpoints, datasets, distributed, network, steps, training
 
     def max_rel(a, b):
         return max(
@@ -72,8 +72,8 @@ SCRIPT = textwrap.dedent(
     one = training.train(params, data.x_train, data.y_train, epochs=3, **common)
     four = training.train(params, data.x_train, data.y_train, epochs=3, devices=4, **common)
 
-    layout = training.data_parallel("all")
-    step = training.make_train_step(optimizer=optimizer)
+    layout = distributed.data_parallel("all")
+    step = steps.make_train_step(network.DenseNetwork(), optimizer=optimizer)
     seen = {}
 
     def inspected_step(params, opt_state, x, y, hyper, key):
@@ -87,11 +87,11 @@ SCRIPT = textwrap.dedent(
             )
         return step(params, opt_state, x, y, hyper, key)
 
-    epoch = training.make_train_epoch(
+    epoch = steps.make_train_epoch(
         inspected_step, num_batches=4, batch_size=32, batch_sharding=layout.batch
     )
-    state = training.EpochState(params, optimizer.init(params), jnp.array(True), jnp.array(-1))
-    args = (state, data.x_train, data.y_train, training.Hyperparameters(0.0, 0.0, 0.0),
+    state = steps.EpochState(params, optimizer.init(params), jnp.array(True), jnp.array(-1))
+    args = (state, data.x_train, data.y_train, steps.Hyperparameters(None, 0.0, 0.0),
             jax.random.key(0))
     hlo = jax.jit(epoch).lower(*jax.device_put(args, layout.replicated)).compile().as_text()
 
@@ -202,7 +202,7 @@ WORKER = textwrap.dedent(
         report["errors"] = {
             "uneven": error(lambda: training.train(params, data.x_train[mine],
                                                    data.y_train[mine], key=jax.random.key(0))),
-            "subset": error(lambda: training.data_parallel(1)),
+            "subset": error(lambda: distributed.data_parallel(1)),
             "rows": error(lambda: distributed.process_rows(801)),
         }
         plain = training.train(params, data.x_train[rows], data.y_train[rows], epochs=1,

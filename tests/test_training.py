@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nnjax
-from nnjax import checkpoints, datasets, training
+from nnjax import checkpoints, datasets, metrics, network, program, steps, sweeps, training
 
 
 def keys(seed):
@@ -46,14 +46,14 @@ def digits_runs():
             grad=grad,
             validation=(data.x_test, data.y_test),
         )
-        for grad in training.GRADIENT_SOURCES
+        for grad in steps.GRADIENT_SOURCES
     }
     return data, runs
 
 
 def test_digits_reaches_97_percent(digits_runs):
     data, runs = digits_runs
-    _, accuracy = training.evaluate(runs["manual"].params, data.x_test, data.y_test)
+    _, accuracy = metrics.evaluate(runs["manual"].params, data.x_test, data.y_test)
     assert float(accuracy) >= 0.97
     assert runs["manual"].history["val_accuracy"][-1] == pytest.approx(float(accuracy))
     assert len(runs["manual"].history["train_loss"]) == 40
@@ -99,7 +99,7 @@ def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(moons, tmp_path)
         "batch_size": 50,
         "key": train_key,
         "dropout_rate": 0.1,
-        "activation": "tanh",
+        "model": network.DenseNetwork("tanh"),
     }
     straight = training.train(params, data.x_train, data.y_train, epochs=6, **common)
 
@@ -173,8 +173,7 @@ def test_xor_with_the_spec_network_and_damped_momentum():
         params,
         x,
         y,
-        activation="sigmoid",
-        loss="binary_cross_entropy",
+        model=network.DenseNetwork("sigmoid", "binary_cross_entropy"),
         optimizer=nnjax.momentum(2.0, 0.9),
         epochs=2000,
         batch_size=4,
@@ -191,8 +190,7 @@ def test_breast_cancer_with_sigmoid_and_bce_from_logits():
         params,
         data.x_train,
         data.y_train,
-        activation="relu",
-        loss="binary_cross_entropy",
+        model=network.DenseNetwork("relu", "binary_cross_entropy"),
         optimizer=nnjax.adam(1e-3),
         epochs=30,
         batch_size=32,
@@ -222,7 +220,12 @@ def test_regression_history_has_no_accuracy(moons):
     targets = data.x_train[:, :1] * 2.0
     params = nnjax.init_network(init_key, [2, 4, 1], "xavier")
     result = training.train(
-        params, data.x_train, targets, activation="tanh", loss="mse", epochs=2, key=train_key
+        params,
+        data.x_train,
+        targets,
+        model=network.DenseNetwork("tanh", "mse"),
+        epochs=2,
+        key=train_key,
     )
     assert set(result.history) == {"train_loss"}
 
@@ -235,7 +238,7 @@ def test_regression_history_has_no_accuracy(moons):
         ({"dropout_rate": 1.0}, r"dropout_rate must be in \[0, 1\)"),
         ({"l2": -1.0}, r"l2 must be in \[0, inf\)"),
         ({"grad": "numeric"}, "unknown grad 'numeric'"),
-        ({"activation": "swish"}, "unknown activation 'swish'"),
+        ({"model": network.DenseNetwork("swish")}, "unknown activation 'swish'"),
         ({"start_epoch": 5}, r"start_epoch must be in \[0, epochs=2\]"),
         ({"start_epoch": 1.5}, "start_epoch must be an integer >= 0, got 1.5"),
         ({"epochs_per_call": 0}, "epochs_per_call must be an integer >= 1, got 0"),
@@ -261,11 +264,17 @@ def test_non_finite_data_and_bad_binary_labels_fail_before_training(moons):
         )
     with pytest.raises(ValueError, match="the targets of x hold non-finite values"):
         targets = jnp.full((data.x_train.shape[0], 2), jnp.inf)
-        training.train(params, data.x_train, targets, loss="mse", key=train_key)
+        training.train(
+            params, data.x_train, targets, model=network.DenseNetwork(loss="mse"), key=train_key
+        )
     binary = nnjax.init_network(init_key, [2, 4, 1], "xavier")
     with pytest.raises(ValueError, match=r"needs labels 0 and 1, got \[0 2\]"):
         training.train(
-            binary, data.x_train, data.y_train * 2, loss="binary_cross_entropy", key=train_key
+            binary,
+            data.x_train,
+            data.y_train * 2,
+            model=network.DenseNetwork(loss="binary_cross_entropy"),
+            key=train_key,
         )
 
 
@@ -274,9 +283,9 @@ def test_the_default_optimizer_compiles_once_and_integer_scalars_are_accepted(mo
     params = nnjax.init_network(init_key, [2, 4, 2], "he")
     common = dict(batch_size=np.int64(400), key=train_key)
     training.train(params, data.x_train, data.y_train, epochs=np.int32(1), **common)
-    compiled = training._compile.cache_info().misses
+    compiled = program._compile.cache_info().misses
     result = training.train(params, data.x_train, data.y_train, epochs=2, **common)
-    assert training._compile.cache_info().misses == compiled
+    assert program._compile.cache_info().misses == compiled
     assert result.epochs_run == 2
 
 
@@ -293,20 +302,20 @@ def test_mismatched_data_is_named(moons):
 
 def test_binary_accuracy_never_broadcasts():
     with pytest.raises(ValueError, match=r"shape \(3, 1\) but targets has shape \(3,\)"):
-        training.accuracy(jnp.ones((3, 1)), jnp.ones(3), "binary_cross_entropy")
+        metrics.accuracy(jnp.ones((3, 1)), jnp.ones(3), "binary_cross_entropy")
 
 
 def test_accuracy_definitions():
     probs = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    assert float(training.accuracy(probs, jnp.array([0, 1, 1]), "softmax_cross_entropy")) == (
+    assert float(metrics.accuracy(probs, jnp.array([0, 1, 1]), "softmax_cross_entropy")) == (
         pytest.approx(2 / 3)
     )
     sig = jnp.array([[0.7], [0.2], [0.51]])
     assert float(
-        training.accuracy(sig, jnp.array([[1.0], [1.0], [1.0]]), "binary_cross_entropy")
+        metrics.accuracy(sig, jnp.array([[1.0], [1.0], [1.0]]), "binary_cross_entropy")
     ) == (pytest.approx(2 / 3))
     with pytest.raises(ValueError, match="not defined for loss 'mse'"):
-        training.accuracy(sig, sig, "mse")
+        metrics.accuracy(sig, sig, "mse")
 
 
 def test_sweep_trains_each_model_as_train_would(moons):
@@ -314,7 +323,7 @@ def test_sweep_trains_each_model_as_train_would(moons):
     learning_rates = np.array([1e-3, 1e-2, 3e-2])
     seeds = [0, 1, 2]
     common = {"epochs": 3, "batch_size": 50, "validation": (data.x_test, data.y_test)}
-    result = training.sweep(
+    result = sweeps.sweep(
         data.x_train,
         data.y_train,
         layer_sizes=[2, 8, 2],
@@ -349,10 +358,10 @@ def test_sweep_trains_each_model_as_train_would(moons):
 def test_sweep_hyperparameters_are_traced_not_compiled_in(moons):
     data, _, _ = moons
     options = {"layer_sizes": [2, 4, 2], "seeds": [0, 1], "epochs": 1, "batch_size": 100}
-    training.sweep(data.x_train, data.y_train, learning_rates=[1e-3, 1e-2], **options)
-    compiled = training._compile.cache_info().misses
-    again = training.sweep(data.x_train, data.y_train, learning_rates=[5e-3, 0.2], **options)
-    assert training._compile.cache_info().misses == compiled
+    sweeps.sweep(data.x_train, data.y_train, learning_rates=[1e-3, 1e-2], **options)
+    compiled = program._compile.cache_info().misses
+    again = sweeps.sweep(data.x_train, data.y_train, learning_rates=[5e-3, 0.2], **options)
+    assert program._compile.cache_info().misses == compiled
     assert again.history["train_loss"].shape == (2, 1)
 
 
@@ -361,7 +370,7 @@ def test_sweep_rejects_mismatched_hyperparameters(moons):
     with pytest.raises(
         ValueError, match=r"learning_rates must be a scalar or have one value per model \(2,\)"
     ):
-        training.sweep(
+        sweeps.sweep(
             data.x_train,
             data.y_train,
             layer_sizes=[2, 4, 2],
@@ -369,7 +378,7 @@ def test_sweep_rejects_mismatched_hyperparameters(moons):
             learning_rates=[1e-3] * 3,
         )
     with pytest.raises(ValueError, match=r"dropout_rates must be in \[0, 1\)"):
-        training.sweep(
+        sweeps.sweep(
             data.x_train,
             data.y_train,
             layer_sizes=[2, 4, 2],
@@ -379,14 +388,14 @@ def test_sweep_rejects_mismatched_hyperparameters(moons):
         )
     for seeds, message in (([0.7], "sequence of integers, got float64"), ([-1], r"\[-1, -1\]")):
         with pytest.raises(ValueError, match=message):
-            training.sweep(
+            sweeps.sweep(
                 data.x_train, data.y_train, layer_sizes=[2, 4, 2], seeds=seeds, learning_rates=0.1
             )
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 64, 1000, 4097])
 def test_shuffle_indices_is_a_permutation(n):
-    order = np.asarray(jax.jit(training.shuffle_indices, static_argnums=1)(jax.random.key(n), n))
+    order = np.asarray(jax.jit(steps.shuffle_indices, static_argnums=1)(jax.random.key(n), n))
     assert order.dtype == np.int32
     np.testing.assert_array_equal(np.sort(order), np.arange(n))
 
@@ -395,7 +404,7 @@ def test_shuffle_indices_puts_every_index_everywhere_alike():
     """Over 20,000 keys, each index lands in each of 10 positions about 1/10 of the time."""
     n, draws = 10, 20_000
     orders = np.asarray(
-        jax.jit(jax.vmap(lambda k: training.shuffle_indices(k, n)))(
+        jax.jit(jax.vmap(lambda k: steps.shuffle_indices(k, n)))(
             jax.random.split(jax.random.key(0), draws)
         )
     )
@@ -404,26 +413,26 @@ def test_shuffle_indices_puts_every_index_everywhere_alike():
     chi_square = float(((counts - expected) ** 2 / expected).sum())
     # 81 degrees of freedom: the 99.9% quantile of the chi-square distribution is about 126.
     assert chi_square < 126, counts
-    different = training.shuffle_indices(jax.random.key(1), 1000)
-    assert not np.array_equal(different, training.shuffle_indices(jax.random.key(2), 1000))
-    np.testing.assert_array_equal(different, training.shuffle_indices(jax.random.key(1), 1000))
+    different = steps.shuffle_indices(jax.random.key(1), 1000)
+    assert not np.array_equal(different, steps.shuffle_indices(jax.random.key(2), 1000))
+    np.testing.assert_array_equal(different, steps.shuffle_indices(jax.random.key(1), 1000))
 
 
-@pytest.mark.parametrize("grad", training.GRADIENT_SOURCES)
+@pytest.mark.parametrize("grad", steps.GRADIENT_SOURCES)
 def test_no_float64_enters_the_float32_program_even_under_x64(moons, grad):
     """Python scalars and hyperparameters must not promote a float32 step to float64."""
     data, init_key, _ = moons
     with jax.enable_x64(True):
         params = nnjax.init_network(init_key, [2, 8, 2], "he", jnp.float32)
         optimizer = nnjax.adam(1e-3)
-        step = training.make_train_step(
-            optimizer=optimizer, grad=grad, use_l2=True, use_dropout=True
+        step = steps.make_train_step(
+            network.DenseNetwork(), optimizer=optimizer, grad=grad, use_l2=True, use_dropout=True
         )
-        epoch = training.make_train_epoch(step, num_batches=4, batch_size=16)
-        state = training.EpochState(
+        epoch = steps.make_train_epoch(step, num_batches=4, batch_size=16)
+        state = steps.EpochState(
             params, optimizer.init(params), jnp.array(True), jnp.array(-1, jnp.int32)
         )
-        hyper = training.Hyperparameters(*(jnp.float32(v) for v in (1e-3, 1e-4, 0.1)))
+        hyper = steps.Hyperparameters(*(jnp.float32(v) for v in (1e-3, 1e-4, 0.1)))
         jaxpr = jax.make_jaxpr(epoch)(state, data.x_train, data.y_train, hyper, jax.random.key(0))
     assert "f64" not in str(jaxpr)
     assert "f32" in str(jaxpr)

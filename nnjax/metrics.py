@@ -1,0 +1,106 @@
+"""What training measures: targets in the format a loss needs, accuracy, ``evaluate`` and the
+names of the per-epoch history series.
+
+``HISTORY_KEYS`` is the one list of history names: ``train`` records them, ``plot_history`` draws
+them, run folders store them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnjax import _validation
+from nnjax.model import Model
+from nnjax.network import DenseNetwork
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "HISTORY_KEYS",
+    "accuracy",
+    "evaluate",
+    "has_accuracy",
+    "history_keys",
+    "prepare_targets",
+]
+
+DEFAULT_MODEL = DenseNetwork()
+"""The architecture ``evaluate``, ``train`` and ``sweep`` assume when given none."""
+
+HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+"""The per-epoch series of a training history: loss and accuracy on the training set, then on
+the validation set."""
+
+
+def history_keys(loss: str, with_validation: bool) -> tuple[str, ...]:
+    """The entries of ``HISTORY_KEYS`` a run records: no accuracy for ``loss="mse"``, no ``val_*``
+    without validation data."""
+    return tuple(
+        key
+        for key in HISTORY_KEYS
+        if (has_accuracy(loss) or not key.endswith("accuracy"))
+        and (with_validation or not key.startswith("val"))
+    )
+
+
+def prepare_targets(y: jax.Array, loss: str) -> jax.Array:
+    """Converts class labels to the target format ``loss`` needs.
+
+    Integer labels ``(n,)`` stay as they are for ``"softmax_cross_entropy"`` and become float
+    ``(n, 1)`` columns for ``"binary_cross_entropy"``; anything else passes through unchanged.
+    """
+    y = jnp.asarray(y)
+    if loss == "binary_cross_entropy" and y.ndim == 1:
+        concrete_labels = jnp.issubdtype(y.dtype, jnp.integer) and not isinstance(
+            y, jax.core.Tracer
+        )
+        if concrete_labels and not np.isin(np.asarray(y), (0, 1)).all():
+            raise ValueError(
+                f"binary_cross_entropy needs labels 0 and 1, got {np.unique(np.asarray(y))}"
+            )
+        return y.astype(jnp.float32)[:, None]
+    return y
+
+
+def has_accuracy(loss: str) -> bool:
+    """Whether classification accuracy is defined for networks trained with ``loss``."""
+    return loss != "mse"
+
+
+def accuracy(output: jax.Array, y: jax.Array, loss: str) -> jax.Array:
+    """Fraction of correct predictions.
+
+    Softmax outputs ``(batch, classes)``: the argmax against integer (or one-hot) labels. Sigmoid
+    outputs ``(batch, k)``: each output thresholded at 0.5 against its 0/1 target.
+    """
+    if loss == "softmax_cross_entropy":
+        labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
+        return jnp.mean(jnp.argmax(output, axis=-1) == labels)
+    if loss == "binary_cross_entropy":
+        _validation.check_same_shape("sigmoid outputs", output, "targets", y)
+        return jnp.mean((output > 0.5) == (y > 0.5))
+    raise ValueError(f"accuracy is not defined for loss {loss!r}")
+
+
+def evaluate(
+    params: Any, x: jax.Array, y: jax.Array, model: Model = DEFAULT_MODEL
+) -> tuple[jax.Array, jax.Array]:
+    """Loss and accuracy of ``model`` on ``(x, y)`` in evaluation mode (no dropout, no L2).
+
+    Args:
+      params: the model's parameters.
+      x: inputs ``(n, n_in)``.
+      y: targets in the format ``model.loss`` needs (see ``prepare_targets``).
+      model: the architecture (``nnjax.model.Model``); default a ReLU ``DenseNetwork`` ending in
+        softmax cross-entropy.
+
+    Returns:
+      ``(loss, accuracy)`` as scalars; the accuracy is NaN for ``loss="mse"``.
+    """
+    output, cache = model.forward(params, x)
+    value = model.data_loss(params, y, cache)
+    acc = accuracy(output, y, model.loss) if has_accuracy(model.loss) else jnp.full((), jnp.nan)
+    return value, acc.astype(value.dtype)

@@ -1,0 +1,203 @@
+"""The compiled training program: many epochs per call, their metrics, and the compile cache.
+
+One call runs a traced number of epochs from a traced first epoch: a ``lax.while_loop`` over
+epochs, each a ``lax.scan`` over its minibatches (``nnjax.steps``), with no host round-trip per
+step. After each epoch the program evaluates the model on the whole training set (and the
+validation set) in evaluation mode, so the metrics measure the model, not the dropout noise, and
+records them as ``EpochMetrics``. It stops early at the first epoch that meets a non-finite loss
+or ends with non-finite parameters or optimizer state; that epoch does not count.
+
+``compiled_program`` compiles a ``ProgramConfig`` for the shapes of its arguments at most once
+per process (an LRU cache keyed by the configuration and the arguments' shapes, dtypes and
+shardings), so later calls of ``train`` or ``sweep`` with equal settings reuse it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nnjax import diagnostics, metrics, steps
+from nnjax.model import Model
+
+__all__ = ["EpochMetrics", "ProgramConfig", "build_program", "compiled_program", "int32"]
+
+
+class EpochMetrics(NamedTuple):
+    """Per-epoch metrics of a program call, each of shape ``(max_epochs,)``; NaN where absent
+    (validation without validation data, accuracy for ``mse``, epochs not run).
+
+    ``diagnostics`` maps each name of ``diagnostics.history_keys`` to its series, NaN in the
+    epochs not recorded; it is empty without diagnostics.
+    """
+
+    train_loss: jax.Array
+    train_accuracy: jax.Array
+    val_loss: jax.Array
+    val_accuracy: jax.Array
+    diagnostics: dict[str, jax.Array]
+
+
+class ProgramConfig(NamedTuple):
+    """Everything static about a training program (hashable: the key of the compile cache)."""
+
+    model: Model
+    optimizer: optax.GradientTransformation | steps.OptimizerFactory
+    grad: str
+    use_l2: bool
+    use_dropout: bool
+    num_batches: int
+    batch_size: int
+    with_validation: bool
+    max_epochs: int
+    vmapped: bool  # one model per leading index of params, opt_state, hyper and key
+    diagnostics_every: int = 0
+    diagnostics_batch: int = 0
+    batch_sharding: jax.sharding.Sharding | None = None  # see distributed.data_parallel
+
+
+def int32(value: int) -> jax.Array:
+    """Epoch and step counters are int32 whether or not x64 is enabled."""
+    return jnp.asarray(value, jnp.int32)
+
+
+def _guarded_epoch(config: ProgramConfig) -> Callable:
+    """An epoch that does not count when it meets a non-finite loss or ends non-finite.
+
+    ``guarded(start, x, y, hyper, key) -> state``: where the epoch's losses were all finite but
+    the parameters or optimizer state it ended with are not (an update can overflow while its
+    loss is finite), ``state.finite`` is False and ``bad_step`` the epoch's last step; in both
+    cases the state stays where the epoch started, so the result is always a completed epoch's.
+    """
+    step = steps.make_train_step(
+        config.model,
+        optimizer=config.optimizer,
+        grad=config.grad,
+        use_l2=config.use_l2,
+        use_dropout=config.use_dropout,
+    )
+    epoch_fn = steps.make_train_epoch(
+        step,
+        num_batches=config.num_batches,
+        batch_size=config.batch_size,
+        batch_sharding=config.batch_sharding,
+    )
+
+    def guarded(start: steps.EpochState, x, y, hyper, key) -> steps.EpochState:
+        state, _ = epoch_fn(start, x, y, hyper, key)
+        ends_finite = steps.all_finite((state.params, state.opt_state))
+        finite = state.finite & ends_finite
+        params, opt_state = optax.tree.where(
+            finite, (state.params, state.opt_state), (start.params, start.opt_state)
+        )
+        bad_step = jnp.where(state.finite & ~ends_finite, config.num_batches - 1, state.bad_step)
+        return steps.EpochState(params, opt_state, finite, bad_step)
+
+    return guarded
+
+
+def _diagnostics(config: ProgramConfig, state: steps.EpochState, x, y, hyper, epoch, keys):
+    """``diagnostics.diagnostic_row`` on the first ``diagnostics_batch`` samples every
+    ``diagnostics_every`` epochs, NaN in the others; as a dict named by ``keys``."""
+    model = config.model
+
+    def compute():
+        return diagnostics.diagnostic_row(
+            state.params,
+            x[: config.diagnostics_batch],
+            y[: config.diagnostics_batch],
+            steps.optimizer_at(config.optimizer, hyper.learning_rate).update,
+            state.opt_state,
+            activation=model.activation,
+            loss=model.loss,
+        )
+
+    skip = jnp.full((len(keys),), jnp.nan, x.dtype)
+    row = jax.lax.cond((epoch + 1) % config.diagnostics_every == 0, compute, lambda: skip)
+    return dict(zip(keys, row, strict=True))
+
+
+def _record(history: EpochMetrics, i: jax.Array, row: EpochMetrics) -> EpochMetrics:
+    """``history`` with epoch ``i`` of every series set to ``row``'s value."""
+    return jax.tree.map(lambda series, value: series.at[i].set(value), history, row)
+
+
+def build_program(config: ProgramConfig) -> Callable:
+    """The training program for ``config``, not yet compiled (nor vmapped).
+
+    ``run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs)`` trains
+    epochs ``first_epoch .. first_epoch + num_epochs - 1`` (epoch ``e`` with the key
+    ``fold_in(key, e)``), stopping early at a non-finite loss, and returns
+    ``(state, bad_epoch, epochs_done, metrics)``: the final ``steps.EpochState``, the epoch that
+    diverged (or -1), the number of epochs run (the diverged one included) and ``EpochMetrics``.
+    """
+    guarded = _guarded_epoch(config)
+    model = config.model
+
+    def run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs):
+        nan = jnp.full((), jnp.nan, x.dtype)
+        keys = diagnostics.history_keys(len(params)) if config.diagnostics_every else []
+
+        def one_epoch(loop):
+            i, start, bad_epoch, history = loop
+            epoch = first_epoch + i
+            state = guarded(start, x, y, hyper, jax.random.fold_in(key, epoch))
+            train = metrics.evaluate(state.params, x, y, model)
+            val = (
+                metrics.evaluate(state.params, x_val, y_val, model)
+                if config.with_validation
+                else (nan, nan)
+            )
+            extra = _diagnostics(config, state, x, y, hyper, epoch, keys) if keys else {}
+            row = EpochMetrics(*(v.astype(x.dtype) for v in (*train, *val)), extra)
+            bad_epoch = jnp.where(state.finite, bad_epoch, epoch)
+            return i + 1, state, bad_epoch, _record(history, i, row)
+
+        def keep_going(loop):
+            i, state, _, _ = loop
+            return (i < num_epochs) & state.finite
+
+        series = jnp.full((config.max_epochs,), jnp.nan, x.dtype)
+        history = EpochMetrics(series, series, series, series, dict.fromkeys(keys, series))
+        start = steps.EpochState(params, opt_state, jnp.array(True), int32(-1))
+        epochs_done, state, bad_epoch, history = jax.lax.while_loop(
+            keep_going, one_epoch, (int32(0), start, int32(-1), history)
+        )
+        return state, bad_epoch, epochs_done, history
+
+    return run
+
+
+def compiled_program(config: ProgramConfig, *args: Any) -> Any:
+    """The compiled program for ``config`` and the shapes of ``args``, compiled at most once."""
+    leaves, treedef = jax.tree.flatten(args)
+    signature = (
+        treedef,
+        tuple(
+            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding if x.committed else None)
+            for x in leaves
+        ),
+    )
+    return _compile(config, signature)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(config: ProgramConfig, signature: tuple) -> Any:
+    treedef, structs = signature
+    program = build_program(config)
+    if config.vmapped:
+        program = jax.vmap(program, in_axes=(0, 0, None, None, None, None, 0, 0, None, None))
+    # Data parallel: every output replicated, so that every process can read all of it.
+    outputs = None
+    if config.batch_sharding is not None:
+        outputs = jax.sharding.NamedSharding(
+            config.batch_sharding.mesh, jax.sharding.PartitionSpec()
+        )
+    # Parameters and optimizer state are donated: the new ones reuse their buffers.
+    jitted = jax.jit(program, donate_argnums=(0, 1), out_shardings=outputs)
+    return jitted.lower(*jax.tree.unflatten(treedef, structs)).compile()
