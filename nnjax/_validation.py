@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def concrete_float(value: Any) -> float | None:
@@ -119,3 +120,132 @@ def check_layer_sizes(layer_sizes: Iterable[int]) -> tuple[int, ...]:
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"layer_sizes[{i}] must be a positive integer, got {n!r}")
     return sizes
+
+
+def check_number(name: str, value: Any, *, requirement: str | None = None, **bounds: Any) -> float:
+    """Returns ``value`` as a Python float, raising ValueError unless it is a finite number within
+    ``bounds``, the keyword arguments of :func:`check_in_range` (``low=``, ``high=``, ...).
+
+    ``requirement`` (e.g. ``"a finite number >= 0"``) words the message as ``"{name} must be
+    {requirement}, got ..."``; without it a range error is :func:`check_in_range`'s and a value
+    that is not a number says ``"{name} must be a number"``.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {requirement or 'a number'}, got {value!r}") from None
+    try:
+        check_in_range(name, number, **bounds)
+    except ValueError:
+        if requirement is None:
+            raise
+        raise ValueError(f"{name} must be {requirement}, got {number!r}") from None
+    return number
+
+
+def check_int_type(name: str, value: Any, minimum: int) -> int:
+    """Returns ``value`` as a Python int as :func:`check_int` does, but raises TypeError (not
+    ValueError) for a value that is no integer at all: a bool, a float, an array that is not 0-d."""
+    try:
+        is_integer = not isinstance(value, bool) and operator.index(value) is not None
+    except TypeError:
+        is_integer = False
+    if not is_integer:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return check_int(name, value, minimum)
+
+
+def check_instance(name: str, value: Any, cls: type) -> None:
+    """Raises TypeError unless ``value`` is an instance of ``cls``."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+
+
+def concrete_array(x: Any) -> np.ndarray | None:
+    """Returns ``x`` as a NumPy array, or None when it is traced (its values unknown until run
+    time)."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def check_labels(name: str, labels: Any, num_classes: int | None = None) -> None:
+    """Raises ValueError unless ``labels`` are class labels: shape ``(n,)``, whole numbers in
+    ``[0, num_classes)``, or any non-negative whole numbers when ``num_classes`` is None.
+
+    The dtype must be integer, or floating-point holding only whole numbers; bools are rejected.
+    A traced array has no values until run time, so only its shape and dtype are checked.
+    """
+    values = concrete_array(labels)
+    array = labels if values is None else values
+    if array.ndim != 1:
+        raise ValueError(f"{name} must have shape (n,), got shape {array.shape}")
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold integer class labels, got dtype {array.dtype}")
+    if values is None:
+        return
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):
+        raise ValueError(f"{name} must hold integer class labels, got non-integer values")
+    if values.size and values.min() < 0:
+        raise ValueError(f"{name} must hold non-negative class labels, got {int(values.min())}")
+    if values.size and num_classes is not None and values.max() >= num_classes:
+        raise ValueError(
+            f"{name} holds label {int(values.max())}, outside [0, {num_classes}) "
+            f"for num_classes={num_classes}"
+        )
+
+
+def check_all_finite(name: str, x: Any) -> None:
+    """Raises ValueError if ``x`` holds NaN or inf, naming every column and the first row with one.
+
+    ``x`` has shape ``(n, ...)``; a column is one position on the axes after the first (for
+    ``(n, n_features)``, a feature). The values are read on the host with NumPy; a traced ``x``
+    (inside ``jax.jit``) has no values yet and passes unchecked.
+    """
+    values = concrete_array(x)
+    if values is None or not np.issubdtype(values.dtype, np.inexact):
+        return  # traced, or integers and bools, which are always finite
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
+    if values.ndim == 1:
+        where = f"row {rows[0]} (value {values[rows[0]]})"
+    else:
+        columns = np.argwhere(bad.any(axis=0))
+        names = [str(c[0]) if len(c) == 1 else str(tuple(c.tolist())) for c in columns]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        where = f"column{'s' if len(names) > 1 else ''} {shown} (first in row {rows[0]})"
+    raise ValueError(
+        f"{name} holds non-finite values (NaN or inf) in {where}; remove or impute them first"
+    )
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Returns ``value`` as a Python int, raising ValueError unless it is an integer >= 1."""
+    try:
+        return check_int(name, value, 1)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+
+
+def check_seed(name: str, value: Any) -> int:
+    """Returns ``value`` as a Python int, raising ValueError unless ``0 <= value < 2**32``, the
+    seeds ``jax.random.key`` takes."""
+    seed = check_int(name, value, 0)
+    if seed >= 2**32:
+        raise ValueError(f"{name} must be below 2**32, got {seed}")
+    return seed
+
+
+def check_float32(name: str, value: float) -> None:
+    """Raises ValueError for a value float32 would round to 0 or to inf: it must be 0, or
+    ``tiny <= |value| <= max`` (float32's smallest normal and largest finite numbers).
+
+    The message reads ``"{name} is not representable in float32"``: ``name`` names the value
+    itself (the command line passes the text typed).
+    """
+    tiny, largest = 1.1754944e-38, 3.4028235e38
+    if value != 0 and not tiny <= abs(value) <= largest:
+        raise ValueError(f"{name} is not representable in float32")

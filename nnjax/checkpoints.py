@@ -25,9 +25,9 @@ Only arrays travel in the file, not the tree structure: loading takes templates 
 ``opt_state_like``, e.g. freshly initialized parameters and ``optimizer.init(params)``) that give the
 structure, and every leaf is checked against them by key, shape and dtype.
 
-Writes are atomic: the archive goes to a temporary file in the target's directory, is flushed and
-``fsync``-ed, then moved onto the target with ``os.replace``. A crash mid-write leaves the previous
-checkpoint (if any) intact and no partial file at the target.
+Writes are atomic (:func:`nnjax.files.atomic_write`): the archive goes to a temporary file in the
+target's directory, is flushed and ``fsync``-ed, then moved onto the target with ``os.replace``. A
+crash mid-write leaves the previous checkpoint (if any) intact and no partial file at the target.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnjax._files import atomic_write
+from nnjax import _validation
+from nnjax.files import atomic_write
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "load_checkpoint", "read_metadata", "save_checkpoint"]
 
@@ -109,20 +110,6 @@ def _template_shape_dtype(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
     return arr.shape, arr.dtype
 
 
-def _fsync_dir(directory: pathlib.Path) -> None:
-    """Best-effort fsync of a directory so the rename itself is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -156,12 +143,8 @@ def save_checkpoint(
             except the checkpoint that was already there, and no temporary file remains.
     """
     path = pathlib.Path(path)
-    if not isinstance(config, dict):
-        raise TypeError(f"config must be a dict, got {type(config).__name__}")
-    if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer):
-        raise TypeError(f"epoch must be an int, got {type(epoch).__name__}")
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    _validation.check_instance("config", config, dict)
+    epoch = _validation.check_int_type("epoch", epoch, 0)
 
     arrays: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
@@ -175,12 +158,11 @@ def save_checkpoint(
             arrays[key] = arr
     arrays[_VERSION_KEY] = np.asarray(FORMAT_VERSION, dtype=np.int64)
     arrays[_CONFIG_KEY] = np.asarray(json.dumps(config))  # TypeError if not serializable
-    arrays[_EPOCH_KEY] = np.asarray(int(epoch), dtype=np.int64)
+    arrays[_EPOCH_KEY] = np.asarray(epoch, dtype=np.int64)
     arrays[_DTYPES_KEY] = np.asarray(json.dumps(dtypes))
 
     with atomic_write(path) as f:
         np.savez(f, **arrays)
-    _fsync_dir(path.parent)
     return path
 
 
@@ -230,13 +212,8 @@ def _restore_tree(
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-@contextlib.contextmanager
-def _opened(path: pathlib.Path) -> Iterator[tuple[Any, set[str], dict[str, Any], int]]:
-    """Opens a checkpoint and checks its format: yields ``(data, keys, config, epoch)``.
-
-    Every way a file can fail to be a readable checkpoint, here or while the caller reads its
-    arrays (a truncated or corrupted archive), raises ValueError naming the file.
-    """
+def _load_archive(path: pathlib.Path) -> Any:
+    """Opens ``path`` as an ``.npz`` archive (``np.load`` without pickle), or raises naming it."""
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "checkpoint file not found", str(path))
     try:
@@ -247,26 +224,41 @@ def _opened(path: pathlib.Path) -> Iterator[tuple[Any, set[str], dict[str, Any],
         raise ValueError(f"{path} is not an nnjax checkpoint (not an .npz archive): {err}") from err
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise ValueError(f"{path} is not an nnjax checkpoint (a single .npy array, not an archive)")
+    return loaded
 
-    with loaded as data:
+
+def _read_header(
+    path: pathlib.Path, data: Any, stored_keys: set[str]
+) -> tuple[dict[str, Any], int]:
+    """Checks an open archive's format version and returns its ``(config, epoch)``."""
+    if _VERSION_KEY not in stored_keys:
+        raise ValueError(
+            f"{path} is not an nnjax checkpoint (no {_VERSION_KEY!r} key; keys: "
+            f"{sorted(stored_keys)[:10]})"
+        )
+    version = int(data[_VERSION_KEY])
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format version {version}; this nnjax reads up to "
+            f"{FORMAT_VERSION}"
+        )
+    for key in (_CONFIG_KEY, _EPOCH_KEY):
+        if key not in stored_keys:
+            raise ValueError(f"{path} is not a valid nnjax checkpoint (no {key!r} key)")
+    return json.loads(str(data[_CONFIG_KEY])), int(data[_EPOCH_KEY])
+
+
+@contextlib.contextmanager
+def _opened(path: pathlib.Path) -> Iterator[tuple[Any, set[str], dict[str, Any], int]]:
+    """Opens a checkpoint and checks its format: yields ``(data, keys, config, epoch)``.
+
+    Every way a file can fail to be a readable checkpoint, here or while the caller reads its
+    arrays (a truncated or corrupted archive), raises ValueError naming the file.
+    """
+    with _load_archive(path) as data:
         stored_keys = set(data.files)
-        if _VERSION_KEY not in stored_keys:
-            raise ValueError(
-                f"{path} is not an nnjax checkpoint (no {_VERSION_KEY!r} key; keys: "
-                f"{sorted(stored_keys)[:10]})"
-            )
         try:
-            version = int(data[_VERSION_KEY])
-            if version > FORMAT_VERSION:
-                raise ValueError(
-                    f"{path} has checkpoint format version {version}; this nnjax reads up to "
-                    f"{FORMAT_VERSION}"
-                )
-            for key in (_CONFIG_KEY, _EPOCH_KEY):
-                if key not in stored_keys:
-                    raise ValueError(f"{path} is not a valid nnjax checkpoint (no {key!r} key)")
-            config = json.loads(str(data[_CONFIG_KEY]))
-            epoch = int(data[_EPOCH_KEY])
+            config, epoch = _read_header(path, data, stored_keys)
             yield data, stored_keys, config, epoch
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: corrupt JSON metadata in checkpoint: {err}") from err

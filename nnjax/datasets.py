@@ -4,7 +4,8 @@ Every dataset is batch-first: inputs ``x`` have shape ``(n_samples, n_features)`
 labels ``y`` have shape ``(n_samples,)`` and dtype int32 and hold class indices ``0 .. K-1``.
 
 * Synthetic, generated with ``jax.random`` only (no NumPy global RNG), bit-identical for the same
-  key: :func:`make_xor`, :func:`make_moons`, :func:`make_circles`, :func:`make_spirals`.
+  key: :func:`make_xor`, :func:`make_moons`, :func:`make_circles`, :func:`make_spirals` (defined in
+  :mod:`nnjax.synthetic`, re-exported here).
 * Real, read offline from the copies bundled with scikit-learn (no network access):
   :func:`load_digits`, :func:`load_breast_cancer`, :func:`load_iris`.
 * Preparation: :func:`train_test_split` (a random permutation chosen by a key) and
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnjax._validation import check_choice, check_in_range, check_int
+from nnjax._validation import check_all_finite, check_choice, check_number
+from nnjax.synthetic import make_circles, make_moons, make_spirals, make_xor
 
 __all__ = [
     "DATASETS",
@@ -40,18 +42,25 @@ __all__ = [
     "train_test_split",
 ]
 
-DATASETS: tuple[str, ...] = (
-    "xor",
-    "moons",
-    "circles",
-    "spirals",
-    "digits",
-    "breast_cancer",
-    "iris",
-)
+_NUM_CLASSES = {
+    "xor": 2,
+    "moons": 2,
+    "circles": 2,
+    "spirals": 3,
+    "digits": 10,
+    "breast_cancer": 2,
+    "iris": 3,
+}
+
+DATASETS: tuple[str, ...] = tuple(_NUM_CLASSES)
 """Names accepted by :func:`load_dataset`."""
 
-_SYNTHETIC = ("moons", "circles", "spirals")
+_SYNTHETIC = {
+    "moons": make_moons,
+    "circles": make_circles,
+    "spirals": functools.partial(make_spirals, num_classes=_NUM_CLASSES["spirals"]),
+}
+"""The generators whose size ``load_dataset(..., n_samples=...)`` chooses."""
 
 
 class Dataset(NamedTuple):
@@ -72,222 +81,6 @@ class Dataset(NamedTuple):
     x_test: jax.Array
     y_test: jax.Array
     num_classes: int
-
-
-# --------------------------------------------------------------------------------------------------
-# Argument checks (plain Python, run before anything is traced)
-# --------------------------------------------------------------------------------------------------
-
-
-def _check_fraction(name: str, value: Any, *, low_inclusive: bool) -> float:
-    """Returns ``value`` as a float, raising ValueError unless it lies in ``[0, 1)`` or ``(0, 1)``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    check_in_range(name, number, low=0.0, high=1.0, low_inclusive=low_inclusive)
-    return number
-
-
-def _check_noise(noise: Any) -> float:
-    """Returns ``noise`` as a float, raising ValueError unless it is finite and >= 0."""
-    try:
-        value = float(noise)
-    except (TypeError, ValueError):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {value!r}")
-    return value
-
-
-def _check_finite(name: str, x: jax.Array) -> None:
-    """Raises ValueError if ``x`` holds NaN or inf, naming every column and the first row with one.
-
-    ``x`` has shape ``(n, ...)``; a column is one position on the axes after the first (for
-    ``(n, n_features)``, a feature). The values are read on the host with NumPy; a traced ``x``
-    (inside ``jax.jit``) has no values yet and passes unchecked.
-    """
-    try:
-        values = np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return
-    if not np.issubdtype(values.dtype, np.inexact):
-        return  # integers and bools are always finite
-    bad = ~np.isfinite(values)
-    if not bad.any():
-        return
-    rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
-    if values.ndim == 1:
-        where = f"row {rows[0]} (value {values[rows[0]]})"
-    else:
-        columns = np.argwhere(bad.any(axis=0))
-        names = [str(c[0]) if len(c) == 1 else str(tuple(c.tolist())) for c in columns]
-        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        where = f"column{'s' if len(names) > 1 else ''} {shown} (first in row {rows[0]})"
-    raise ValueError(
-        f"{name} holds non-finite values (NaN or inf) in {where}; remove or impute them first"
-    )
-
-
-def _shuffle(key: jax.Array, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Applies one random permutation (chosen by ``key``) to the rows of ``x`` and ``y``."""
-    perm = jax.random.permutation(key, x.shape[0])
-    return x[perm], y[perm]
-
-
-# --------------------------------------------------------------------------------------------------
-# Synthetic datasets
-# --------------------------------------------------------------------------------------------------
-
-
-def make_xor() -> tuple[jax.Array, jax.Array]:
-    """The four points of the XOR problem.
-
-    Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(4, 2)`` is ``[[0, 0], [0, 1], [1, 0], [1, 1]]`` and
-        ``y`` int32 of shape ``(4,)`` is ``[0, 1, 1, 0]`` (the XOR of the two inputs).
-    """
-    x = jnp.asarray([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=jnp.float32)
-    y = jnp.asarray([0, 1, 1, 0], dtype=jnp.int32)
-    return x, y
-
-
-@functools.partial(jax.jit, static_argnames=("n_samples",))
-def _moons(key: jax.Array, noise: jax.Array, n_samples: int) -> tuple[jax.Array, jax.Array]:
-    n_out = n_samples // 2
-    n_in = n_samples - n_out
-    t_out = jnp.linspace(0.0, jnp.pi, n_out, dtype=jnp.float32)
-    t_in = jnp.linspace(0.0, jnp.pi, n_in, dtype=jnp.float32)
-    outer = jnp.stack([jnp.cos(t_out), jnp.sin(t_out)], axis=1)
-    inner = jnp.stack([1.0 - jnp.cos(t_in), 0.5 - jnp.sin(t_in)], axis=1)
-    x = jnp.concatenate([outer, inner], axis=0)
-    y = jnp.concatenate([jnp.zeros(n_out, jnp.int32), jnp.ones(n_in, jnp.int32)])
-    noise_key, perm_key = jax.random.split(key)
-    x = x + noise * jax.random.normal(noise_key, x.shape, dtype=jnp.float32)
-    return _shuffle(perm_key, x, y)
-
-
-def make_moons(
-    key: jax.Array, n_samples: int = 500, noise: float = 0.1
-) -> tuple[jax.Array, jax.Array]:
-    """Two interleaving half circles, the geometry of scikit-learn's ``make_moons``.
-
-    Class 0 (``n_samples // 2`` points) lies evenly spaced in angle on the upper half of the unit
-    circle, ``(cos t, sin t)`` for ``t`` in ``[0, pi]``; class 1 (the other
-    ``n_samples - n_samples // 2``) on the lower half circle ``(1 - cos t, 0.5 - sin t)``. Gaussian
-    noise of standard deviation ``noise`` is added to every coordinate, and the rows are shuffled.
-
-    Args:
-        key: a ``jax.random`` key; the same key gives bit-identical arrays.
-        n_samples: total number of points, an integer >= 2 (so both classes are present).
-        noise: standard deviation of the Gaussian noise added to each coordinate, >= 0.
-
-    Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(n_samples, 2)``, ``y`` int32 of shape
-        ``(n_samples,)`` with values in ``{0, 1}``.
-
-    Raises:
-        ValueError: if ``n_samples`` is not an integer >= 2 or ``noise`` is negative or not finite.
-    """
-    n_samples = check_int("n_samples", n_samples, 2)
-    noise = _check_noise(noise)
-    return _moons(key, jnp.float32(noise), n_samples)
-
-
-@functools.partial(jax.jit, static_argnames=("n_samples",))
-def _circles(
-    key: jax.Array, noise: jax.Array, factor: jax.Array, n_samples: int
-) -> tuple[jax.Array, jax.Array]:
-    n_out = n_samples // 2
-    n_in = n_samples - n_out
-    # endpoint=False so that the first and last points of a circle do not coincide.
-    t_out = jnp.linspace(0.0, 2 * jnp.pi, n_out, endpoint=False, dtype=jnp.float32)
-    t_in = jnp.linspace(0.0, 2 * jnp.pi, n_in, endpoint=False, dtype=jnp.float32)
-    outer = jnp.stack([jnp.cos(t_out), jnp.sin(t_out)], axis=1)
-    inner = factor * jnp.stack([jnp.cos(t_in), jnp.sin(t_in)], axis=1)
-    x = jnp.concatenate([outer, inner], axis=0)
-    y = jnp.concatenate([jnp.zeros(n_out, jnp.int32), jnp.ones(n_in, jnp.int32)])
-    noise_key, perm_key = jax.random.split(key)
-    x = x + noise * jax.random.normal(noise_key, x.shape, dtype=jnp.float32)
-    return _shuffle(perm_key, x, y)
-
-
-def make_circles(
-    key: jax.Array, n_samples: int = 500, noise: float = 0.05, factor: float = 0.5
-) -> tuple[jax.Array, jax.Array]:
-    """Two concentric circles, the geometry of scikit-learn's ``make_circles``.
-
-    Class 0 (``n_samples // 2`` points) lies evenly spaced on the unit circle, class 1 (the other
-    ``n_samples - n_samples // 2``) on the circle of radius ``factor``. Gaussian noise of standard
-    deviation ``noise`` is added to every coordinate, and the rows are shuffled.
-
-    Args:
-        key: a ``jax.random`` key; the same key gives bit-identical arrays.
-        n_samples: total number of points, an integer >= 2 (so both classes are present).
-        noise: standard deviation of the Gaussian noise added to each coordinate, >= 0.
-        factor: radius of the inner circle relative to the outer one, in ``[0, 1)``.
-
-    Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(n_samples, 2)``, ``y`` int32 of shape
-        ``(n_samples,)`` with values in ``{0, 1}`` (0 = outer circle, 1 = inner circle).
-
-    Raises:
-        ValueError: if ``n_samples`` is not an integer >= 2, ``noise`` is negative or not finite,
-            or ``factor`` is outside ``[0, 1)``.
-    """
-    n_samples = check_int("n_samples", n_samples, 2)
-    noise = _check_noise(noise)
-    factor = _check_fraction("factor", factor, low_inclusive=True)
-    return _circles(key, jnp.float32(noise), jnp.float32(factor), n_samples)
-
-
-@functools.partial(jax.jit, static_argnames=("n_samples", "num_classes"))
-def _spirals(
-    key: jax.Array, noise: jax.Array, n_samples: int, num_classes: int
-) -> tuple[jax.Array, jax.Array]:
-    noise_key, perm_key = jax.random.split(key)
-    base, extra = divmod(n_samples, num_classes)
-    sizes = [base + (1 if j < extra else 0) for j in range(num_classes)]
-    # Each arm: radius from 0 to 1, angle sweeping 4 radians, offset by 4 radians per class.
-    r = jnp.concatenate([jnp.linspace(0.0, 1.0, n, dtype=jnp.float32) for n in sizes])
-    t = jnp.concatenate(
-        [jnp.linspace(4.0 * j, 4.0 * (j + 1), n, dtype=jnp.float32) for j, n in enumerate(sizes)]
-    )
-    t = t + noise * jax.random.normal(noise_key, t.shape, dtype=jnp.float32)
-    x = jnp.stack([r * jnp.sin(t), r * jnp.cos(t)], axis=1)
-    y = jnp.concatenate([jnp.full(n, j, dtype=jnp.int32) for j, n in enumerate(sizes)])
-    return _shuffle(perm_key, x, y)
-
-
-def make_spirals(
-    key: jax.Array, n_samples: int = 600, num_classes: int = 3, noise: float = 0.2
-) -> tuple[jax.Array, jax.Array]:
-    """Interleaved spiral arms, one per class (the classic CS231n spiral dataset).
-
-    Class ``j`` has ``n_samples // num_classes`` points (the first ``n_samples % num_classes``
-    classes get one more). Along its arm the radius grows evenly from 0 to 1 while the angle
-    sweeps from ``4 j`` to ``4 (j + 1)`` radians; the point is ``(r sin t, r cos t)``. The noise
-    is Gaussian with standard deviation ``noise`` added to the angle ``t`` (as in CS231n), not to
-    the coordinates. The rows are shuffled.
-
-    Args:
-        key: a ``jax.random`` key; the same key gives bit-identical arrays.
-        n_samples: total number of points, an integer >= ``num_classes`` (every class non-empty).
-        num_classes: number of arms (classes), an integer >= 2.
-        noise: standard deviation of the Gaussian noise added to each point's angle, >= 0.
-
-    Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(n_samples, 2)`` inside the unit disc, ``y`` int32 of
-        shape ``(n_samples,)`` with values in ``[0, num_classes)``.
-
-    Raises:
-        ValueError: if ``num_classes`` is not an integer >= 2, ``n_samples`` is not an integer
-            >= ``num_classes``, or ``noise`` is negative or not finite.
-    """
-    num_classes = check_int("num_classes", num_classes, 2)
-    n_samples = check_int("n_samples", n_samples, num_classes)
-    noise = _check_noise(noise)
-    return _spirals(key, jnp.float32(noise), n_samples, num_classes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,6 +149,11 @@ def load_iris() -> tuple[jax.Array, jax.Array]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _check_test_fraction(test_fraction: float) -> float:
+    """Returns ``test_fraction`` as a float, raising ValueError unless it lies in ``(0, 1)``."""
+    return check_number("test_fraction", test_fraction, low=0.0, high=1.0, low_inclusive=False)
+
+
 @functools.partial(jax.jit, static_argnames=("n_test",))
 def _split(
     key: jax.Array, x: jax.Array, y: jax.Array, n_test: int
@@ -392,7 +190,7 @@ def train_test_split(
             NaN or inf (the message names the column of ``x``; checked only for concrete arrays,
             not traced ones inside ``jax.jit``).
     """
-    test_fraction = _check_fraction("test_fraction", test_fraction, low_inclusive=False)
+    test_fraction = _check_test_fraction(test_fraction)
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     if x.ndim < 1:
@@ -404,8 +202,8 @@ def train_test_split(
         raise ValueError(
             f"x and y must have the same number of rows, got {n} rows in x and {y.shape[0]} in y"
         )
-    _check_finite("x", x)
-    _check_finite("y", y)
+    check_all_finite("x", x)
+    check_all_finite("y", y)
     # Rounded first so that float error (0.28 * 25 == 7.000000000000001) does not add a row.
     n_test = math.ceil(round(test_fraction * n, 9))
     n_train = n - n_test
@@ -479,8 +277,8 @@ def standardize(
             f"x_train has shape {x_train.shape} but x_test has shape {x_test.shape}; "
             "their feature shapes (all but the first axis) must match"
         )
-    _check_finite("x_train", x_train)
-    _check_finite("x_test", x_test)
+    check_all_finite("x_train", x_train)
+    check_all_finite("x_test", x_test)
     return _standardize(x_train, x_test)
 
 
@@ -524,37 +322,24 @@ def load_dataset(
             dataset.
     """
     check_choice("dataset name", name, DATASETS)
-    test_fraction = _check_fraction("test_fraction", test_fraction, low_inclusive=False)
+    test_fraction = _check_test_fraction(test_fraction)
     if n_samples is not None and name not in _SYNTHETIC:
         raise ValueError(
             f"n_samples applies only to the synthetic datasets {', '.join(_SYNTHETIC)}; "
             f"{name!r} has a fixed size, so n_samples must be None, got {n_samples!r}"
         )
 
+    num_classes = _NUM_CLASSES[name]
     if name == "xor":
         x, y = make_xor()
-        return Dataset(name, x, y, x, y, 2)
+        return Dataset(name, x, y, x, y, num_classes)
 
     data_key, split_key = jax.random.split(key)
-    kwargs = {} if n_samples is None else {"n_samples": n_samples}
-    if name == "moons":
-        x, y = make_moons(data_key, **kwargs)
-        num_classes = 2
-    elif name == "circles":
-        x, y = make_circles(data_key, **kwargs)
-        num_classes = 2
-    elif name == "spirals":
-        num_classes = 3
-        x, y = make_spirals(data_key, num_classes=num_classes, **kwargs)
-    elif name == "digits":
-        x, y = load_digits()
-        num_classes = 10
-    elif name == "breast_cancer":
-        x, y = load_breast_cancer()
-        num_classes = 2
-    else:  # iris
-        x, y = load_iris()
-        num_classes = 3
+    if name in _SYNTHETIC:
+        kwargs = {} if n_samples is None else {"n_samples": n_samples}
+        x, y = _SYNTHETIC[name](data_key, **kwargs)
+    else:
+        x, y = _load_sklearn(name)
 
     x_train, y_train, x_test, y_test = train_test_split(split_key, x, y, test_fraction)
     x_train, x_test, _, _ = standardize(x_train, x_test)

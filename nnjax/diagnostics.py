@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnjax import network
+from nnjax import activations, network
 
 SATURATION_THRESHOLD = 0.1
 """A unit is saturated where its derivative is below this fraction of the derivative's maximum."""
@@ -44,12 +44,13 @@ class LayerStatistics(NamedTuple):
 
 
 def _saturated(name: str, z: jax.Array) -> jax.Array:
-    if name == "sigmoid":
-        s = jax.nn.sigmoid(z)
-        return s * (1 - s) < SATURATION_THRESHOLD * 0.25
-    if name == "tanh":
-        return 1 - jnp.tanh(z) ** 2 < SATURATION_THRESHOLD
-    return jnp.zeros(z.shape, bool)
+    """Where the derivative of activation ``name`` at ``z`` is below ``SATURATION_THRESHOLD`` of
+    its maximum; all False for an activation that does not saturate."""
+    max_derivative = {"sigmoid": 0.25, "tanh": 1.0}  # sigma'(0) and tanh'(0)
+    if name not in max_derivative:
+        return jnp.zeros(z.shape, bool)
+    derivative = activations.ACTIVATIONS[name].derivative
+    return derivative(z) < SATURATION_THRESHOLD * max_derivative[name]
 
 
 def layer_statistics(

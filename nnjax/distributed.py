@@ -36,6 +36,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from nnjax import _validation
+
 __all__ = ["DataParallel", "data_parallel", "initialize", "place", "process_rows"]
 
 
@@ -98,8 +100,7 @@ def process_rows(n: int) -> slice:
       ValueError: if ``n`` is not a positive integer, or, with several processes, does not divide
         by ``jax.device_count()``.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = _validation.check_positive_int("n", n)
     if jax.process_count() == 1:
         return slice(0, n)
     if n % jax.device_count():

@@ -9,6 +9,10 @@ r"""Proof that a hand-written gradient is right, three independent ways, in floa
    :math:`h = 10^{-5}\max(1, |\theta_i|)`, on every coordinate of each leaf, or on a random sample
    of ``max_coordinates`` coordinates of a leaf larger than that.
 
+It runs in three steps: probes (the forward-mode directions and the finite-difference offsets,
+drawn from ``key``), one jitted evaluation of the manual gradient and of the three witnesses, and
+a comparison leaf by leaf into a ``LeafReport``.
+
 Everything runs under ``jax.enable_x64(True)`` with the floating-point leaves of ``params`` cast to
 float64, so rounding is far below the tolerances. Errors are relative to the size of the leaf's
 gradient: :math:`\max_i |g_i - r_i| / \max(\|g\|_\infty, \|r\|_\infty)`. Each leaf is checked on its
@@ -22,32 +26,39 @@ difference coordinate also gets one-sided differences; where they disagree by mo
 difference error and counted in the report (``near_kink``), never passed silently. A leaf whose
 coordinates are all near kinks has no finite-difference error (NaN) and fails.
 
-``python -m nnjax.gradcheck`` (or ``nnjax check``) runs ``run_checks``: one row per hand-written
-derivative in nnjax, printed as a table; the exit code is 1 if any row fails.
+A leaf passes when its three errors are within ``Tolerances`` (relative: 1e-10 for reverse and
+forward mode, 1e-6 for finite differences by default). The library's own derivatives are checked
+this way by ``nnjax.checks``.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.flatten_util import ravel_pytree
 
-from nnjax import activations, losses, network, optimizers
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "GradCheckReport",
+    "LeafReport",
+    "Tolerances",
+    "check_gradient",
+    "tree_relative_error",
+]
 
 # Checks run small functions once: XLA's optimization passes would cost more compile time than
 # they save at run time.
 _jit_unoptimized = functools.partial(
     jax.jit, compiler_options={"xla_backend_optimization_level": 0}
 )
+
+_TINY = np.finfo(np.float64).tiny
 
 
 class Tolerances(NamedTuple):
@@ -76,6 +87,50 @@ class LeafReport(NamedTuple):
 def _max_with_nan(values: Any) -> float:
     """The largest of ``values``, NaN if any of them is NaN."""
     return float(np.max(np.asarray(list(values), dtype=np.float64)))
+
+
+def _format_error(value: float | None) -> str:
+    """An error as a table cell: ``1.0e-10``, or ``-`` where a row has none."""
+    return "-" if value is None else f"{value:.1e}"
+
+
+def _format_verdict(passed: bool) -> str:
+    """A verdict as a table cell."""
+    return "PASS" if passed else "FAIL"
+
+
+# (title, alignment, least width) of the error columns, shared by every table.
+_ERROR_COLUMNS = (("reverse", ">", 8), ("forward", ">", 8), ("fin-diff", ">", 8))
+
+
+def _error_cells(result: Any) -> tuple[str, str, str]:
+    """The reverse, forward and finite-difference errors of a leaf, a report or a table row."""
+    errors = (result.reverse_error, result.forward_error, result.finite_difference_error)
+    return tuple(_format_error(value) for value in errors)
+
+
+def _format_columns(columns: Sequence[tuple[str, str, int]], rows: Sequence[Sequence[str]]) -> str:
+    """A fixed-width table: the titles, a rule, then one line per row, columns two spaces apart.
+
+    Args:
+      columns: ``(title, alignment, least width)`` of each column, alignment ``"<"`` or ``">"``;
+        a column is as wide as its least width, its title and its widest cell.
+      rows: the cells of each row, one per column.
+
+    Returns:
+      The table's lines joined by newlines, without trailing spaces.
+    """
+    widths = [
+        max(least, len(title), *(len(row[j]) for row in rows))
+        for j, (title, _, least) in enumerate(columns)
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = zip(values, columns, widths, strict=True)
+        return "  ".join(f"{v:{align}{w}}" for v, (_, align, _), w in parts).rstrip()
+
+    header = line([title for title, _, _ in columns])
+    return "\n".join([header, "-" * len(header), *(line(row) for row in rows)])
 
 
 class GradCheckReport(NamedTuple):
@@ -109,14 +164,12 @@ class GradCheckReport(NamedTuple):
         return sum(leaf.near_kink for leaf in self.leaves)
 
     def __str__(self) -> str:
-        lines = [f"{'leaf':<24} {'reverse':>9} {'forward':>9} {'fin-diff':>9} {'kinks':>6}  result"]
-        for leaf in self.leaves:
-            lines.append(
-                f"{leaf.path:<24} {leaf.reverse_error:9.1e} {leaf.forward_error:9.1e} "
-                f"{leaf.finite_difference_error:9.1e} {leaf.near_kink:6d}  "
-                f"{'PASS' if leaf.passed else 'FAIL'}"
-            )
-        return "\n".join(lines)
+        columns = [("leaf", "<", 0), *_ERROR_COLUMNS, ("kinks", ">", 5), ("result", "<", 0)]
+        rows = [
+            (leaf.path, *_error_cells(leaf), str(leaf.near_kink), _format_verdict(leaf.passed))
+            for leaf in self.leaves
+        ]
+        return _format_columns(columns, rows)
 
 
 def _to_float64(tree: Any) -> Any:
@@ -143,12 +196,165 @@ def _check_structure(params: Any, grads: Any) -> None:
             )
 
 
+class _Layout(NamedTuple):
+    """Where the leaves lie in the flat parameter vector: leaf ``i`` is ``bounds[i]:bounds[i+1]``."""
+
+    paths: list[str]
+    sizes: list[int]
+    bounds: np.ndarray
+
+
+def _layout(params: Any) -> _Layout:
+    """Each leaf's path, size and place in ``ravel_pytree(params)``, in ``jax.tree.leaves`` order."""
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    sizes = [int(np.size(leaf)) for leaf in jax.tree.leaves(params)]
+    return _Layout(paths, sizes, np.cumsum([0, *sizes]))
+
+
+class _Probes(NamedTuple):
+    """Where ``f`` is evaluated besides ``theta``."""
+
+    directions: jax.Array  # (leaves * num_directions, n), each supported on one leaf
+    coords: np.ndarray  # the finite-difference coordinates, sorted within each leaf
+    steps: jax.Array  # h of each coordinate
+    offsets: jax.Array  # (coordinates, n): h e_i for each coordinate i
+
+
 def _sample_coordinates(key: jax.Array, size: int, max_coordinates: int) -> np.ndarray:
     """Indices ``0..size-1`` if ``size <= max_coordinates``, else ``max_coordinates`` of them
     drawn without replacement; sorted."""
     if size <= max_coordinates:
         return np.arange(size)
     return np.sort(np.asarray(jax.random.choice(key, size, (max_coordinates,), replace=False)))
+
+
+def _directions(key: jax.Array, sizes: list[int], num_directions: int) -> jax.Array:
+    """``num_directions`` standard normal directions per leaf, zero outside their leaf."""
+    n = sum(sizes)
+    segment = np.repeat(np.arange(len(sizes)), sizes)
+    leaf_masks = jnp.asarray(segment[None, :] == np.arange(len(sizes))[:, None], jnp.float64)
+    directions = jax.random.normal(key, (len(sizes), num_directions, n), jnp.float64)
+    return (directions * leaf_masks[:, None, :]).reshape(-1, n)
+
+
+def _make_probes(
+    key: jax.Array,
+    theta: jax.Array,
+    layout: _Layout,
+    num_directions: int,
+    max_coordinates: int,
+    step: float,
+) -> _Probes:
+    """The forward-mode directions and the finite-difference offsets, drawn from ``key``."""
+    dir_key, coord_key = jax.random.split(key)
+    leaf_keys = jax.random.split(coord_key, len(layout.sizes))
+    coords = np.concatenate(
+        [
+            lo + _sample_coordinates(k, size, max_coordinates)
+            for k, lo, size in zip(leaf_keys, layout.bounds[:-1], layout.sizes, strict=True)
+        ]
+    )
+    h = step * jnp.maximum(1.0, jnp.abs(theta[coords]))
+    offsets = jax.nn.one_hot(jnp.asarray(coords), theta.size, dtype=jnp.float64) * h[:, None]
+    return _Probes(_directions(dir_key, layout.sizes, num_directions), coords, h, offsets)
+
+
+def _evaluate(
+    f: Callable[[Any], jax.Array],
+    manual_grad: Callable[[Any], Any],
+    unravel: Callable[[jax.Array], Any],
+    theta: jax.Array,
+    probes: _Probes,
+) -> tuple[np.ndarray, ...]:
+    """One jitted program: the manual and reverse-mode gradients, the JVPs along the directions,
+    and ``f`` at ``theta`` and at ``theta`` plus and minus each offset, as NumPy arrays."""
+
+    def f_flat(t):
+        return f(unravel(t))
+
+    @_jit_unoptimized
+    def evaluate(theta, directions, offsets):
+        g_manual, _ = ravel_pytree(_to_float64(manual_grad(unravel(theta))))
+        g_reverse = jax.grad(f_flat)(theta)
+        jvps = jax.vmap(lambda v: jax.jvp(f_flat, (theta,), (v,))[1])(directions)
+        f0 = f_flat(theta)
+        f_plus = jax.vmap(f_flat)(theta[None, :] + offsets)
+        f_minus = jax.vmap(f_flat)(theta[None, :] - offsets)
+        return g_manual, g_reverse, jvps, f0, f_plus, f_minus
+
+    return jax.device_get(evaluate(theta, probes.directions, probes.offsets))
+
+
+class _Witnesses(NamedTuple):
+    """The manual gradient and what it is compared with, flat over all leaves, in NumPy."""
+
+    manual: np.ndarray
+    reverse: np.ndarray
+    directions: np.ndarray  # (leaves, num_directions, n)
+    jvps: np.ndarray  # (leaves, num_directions)
+    coords: np.ndarray
+    central: np.ndarray  # central differences at coords
+    one_sided_gap: np.ndarray  # |forward - backward difference| at coords
+
+
+def _witnesses(
+    values: tuple[np.ndarray, ...], probes: _Probes, num_leaves: int, num_directions: int
+) -> _Witnesses:
+    """Central and one-sided differences from the evaluation; directions and JVPs by leaf."""
+    g_manual, g_reverse, jvps, f0, f_plus, f_minus = values
+    h = np.asarray(probes.steps)
+    central = (f_plus - f_minus) / (2 * h)
+    one_sided_gap = np.abs((f_plus - f0) / h - (f0 - f_minus) / h)
+    shape = (num_leaves, num_directions)
+    directions = np.asarray(probes.directions).reshape(*shape, g_manual.size)
+    jvps = jvps.reshape(shape)
+    return _Witnesses(g_manual, g_reverse, directions, jvps, probes.coords, central, one_sided_gap)
+
+
+def _forward_error(directions: np.ndarray, manual: np.ndarray, jvps: np.ndarray) -> float:
+    """Largest :math:`|\\mathrm{jvp} - \\langle g, v \\rangle| / \\max(\\|g\\| \\|v\\|, |\\mathrm{jvp}|)`.
+
+    ``directions`` and ``manual`` are restricted to one leaf: the other leaves' entries (possibly
+    NaN) do not enter, even multiplied by the directions' zeros there.
+    """
+    dots = directions @ manual
+    scale = np.maximum(np.linalg.norm(manual) * np.linalg.norm(directions, axis=1), np.abs(jvps))
+    return float(np.max(np.abs(jvps - dots) / np.maximum(scale, _TINY)))
+
+
+def _finite_difference_error(
+    w: _Witnesses, in_leaf: np.ndarray, scale: float, kink_tolerance: float
+) -> tuple[float, int, int]:
+    """The leaf's finite-difference error (NaN if every coordinate is near a kink), the number of
+    coordinates it is measured on and the number left out as near a kink."""
+    kink = in_leaf & (w.one_sided_gap > kink_tolerance * max(scale, _TINY))
+    ok = in_leaf & ~kink
+    if not ok.any():
+        return math.nan, 0, int(kink.sum())
+    fd_diff = np.abs(w.central[ok] - w.manual[w.coords[ok]])
+    fd_scale = max(scale, np.max(np.abs(w.central[ok])))
+    return float(np.max(fd_diff) / max(fd_scale, _TINY)), int(ok.sum()), int(kink.sum())
+
+
+def _leaf_report(
+    i: int, layout: _Layout, w: _Witnesses, kink_tolerance: float, tolerances: Tolerances
+) -> LeafReport:
+    """The three errors of leaf ``i`` and its verdict."""
+    lo, hi = layout.bounds[i], layout.bounds[i + 1]
+    m, r = w.manual[lo:hi], w.reverse[lo:hi]
+    scale = max(np.max(np.abs(m), initial=0.0), np.max(np.abs(r), initial=0.0))
+    reverse_error = float(np.max(np.abs(m - r), initial=0.0) / max(scale, _TINY))
+    forward_error = _forward_error(w.directions[i][:, lo:hi], m, w.jvps[i])
+    in_leaf = (w.coords >= lo) & (w.coords < hi)
+    fd_error, checked, near_kink = _finite_difference_error(w, in_leaf, scale, kink_tolerance)
+    passed = (
+        reverse_error <= tolerances.reverse
+        and forward_error <= tolerances.forward
+        and fd_error <= tolerances.finite_difference  # False for NaN
+    )
+    return LeafReport(
+        layout.paths[i], reverse_error, forward_error, fd_error, checked, near_kink, passed
+    )
 
 
 def check_gradient(
@@ -185,304 +391,14 @@ def check_gradient(
         params = _to_float64(params)
         _check_structure(params, jax.eval_shape(manual_grad, params))
         theta, unravel = ravel_pytree(params)
-        paths = [
-            jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]
-        ]
-        sizes = [int(np.size(leaf)) for leaf in jax.tree.leaves(params)]
-        bounds = np.cumsum([0, *sizes])
-        n = int(theta.size)
-
-        dir_key, coord_key = jax.random.split(key)
-        segment = np.repeat(np.arange(len(sizes)), sizes)
-        leaf_masks = jnp.asarray(segment[None, :] == np.arange(len(sizes))[:, None], jnp.float64)
-        directions = jax.random.normal(dir_key, (len(sizes), num_directions, n), jnp.float64)
-        directions = (directions * leaf_masks[:, None, :]).reshape(-1, n)
-        coords = np.concatenate(
-            [
-                lo + _sample_coordinates(k, size, max_coordinates)
-                for k, lo, size in zip(
-                    jax.random.split(coord_key, len(sizes)), bounds[:-1], sizes, strict=True
-                )
-            ]
-        )
-        h = step * jnp.maximum(1.0, jnp.abs(theta[coords]))
-        offsets = jax.nn.one_hot(jnp.asarray(coords), n, dtype=jnp.float64) * h[:, None]
-
-        def f_flat(t):
-            return f(unravel(t))
-
-        @_jit_unoptimized
-        def evaluate(theta, directions, offsets):
-            g_manual, _ = ravel_pytree(_to_float64(manual_grad(unravel(theta))))
-            g_reverse = jax.grad(f_flat)(theta)
-            jvps = jax.vmap(lambda v: jax.jvp(f_flat, (theta,), (v,))[1])(directions)
-            f0 = f_flat(theta)
-            f_plus = jax.vmap(f_flat)(theta[None, :] + offsets)
-            f_minus = jax.vmap(f_flat)(theta[None, :] - offsets)
-            return g_manual, g_reverse, jvps, f0, f_plus, f_minus
-
-        g_manual, g_reverse, jvps, f0, f_plus, f_minus = jax.device_get(
-            evaluate(theta, directions, offsets)
-        )
-        h = np.asarray(h)
-        central = (f_plus - f_minus) / (2 * h)
-        one_sided_gap = np.abs((f_plus - f0) / h - (f0 - f_minus) / h)
-        directions = np.asarray(directions).reshape(len(sizes), num_directions, n)
-        jvps = jvps.reshape(len(sizes), num_directions)
-
-    reports = []
-    for i, path in enumerate(paths):
-        lo, hi = bounds[i], bounds[i + 1]
-        m, r = g_manual[lo:hi], g_reverse[lo:hi]
-        scale = max(np.max(np.abs(m), initial=0.0), np.max(np.abs(r), initial=0.0))
-        tiny = np.finfo(np.float64).tiny
-        reverse_error = float(np.max(np.abs(m - r), initial=0.0) / max(scale, tiny))
-
-        # <manual gradient, v> over this leaf only: the other leaves' entries (possibly NaN) do
-        # not enter, even multiplied by v's zeros there.
-        v = directions[i][:, lo:hi]
-        dots = v @ m
-        fwd_scale = np.maximum(np.linalg.norm(m) * np.linalg.norm(v, axis=1), np.abs(jvps[i]))
-        forward_error = float(np.max(np.abs(jvps[i] - dots) / np.maximum(fwd_scale, tiny)))
-
-        in_leaf = (coords >= lo) & (coords < hi)
-        kink = in_leaf & (one_sided_gap > kink_tolerance * max(scale, tiny))
-        ok = in_leaf & ~kink
-        if ok.any():
-            fd_diff = np.abs(central[ok] - g_manual[coords[ok]])
-            fd_scale = max(scale, np.max(np.abs(central[ok])))
-            fd_error = float(np.max(fd_diff) / max(fd_scale, tiny))
-        else:
-            fd_error = math.nan
-        passed = (
-            reverse_error <= tolerances.reverse
-            and forward_error <= tolerances.forward
-            and fd_error <= tolerances.finite_difference  # False for NaN
-        )
-        reports.append(
-            LeafReport(
-                path,
-                reverse_error,
-                forward_error,
-                fd_error,
-                int(ok.sum()),
-                int(kink.sum()),
-                passed,
-            )
-        )
-    return GradCheckReport(tuple(reports), tolerances)
-
-
-# ---------------------------------------------------------------------------------------------
-# The library's own checks: one row per hand-written derivative.
-
-
-class CheckRow(NamedTuple):
-    """One row of the ``run_checks`` table. Errors absent for a row's kind are None."""
-
-    name: str
-    reverse_error: float | None
-    forward_error: float | None
-    finite_difference_error: float | None
-    reference_error: float | None
-    tolerances: str
-    near_kink: int
-    passed: bool
-
-
-def _row_from_report(name: str, report: GradCheckReport) -> CheckRow:
-    tol = report.tolerances
-    return CheckRow(
-        name,
-        report.reverse_error,
-        report.forward_error,
-        report.finite_difference_error,
-        None,
-        f"{tol.reverse:.0e}/{tol.forward:.0e}/{tol.finite_difference:.0e}",
-        report.near_kink,
-        report.passed,
-    )
-
-
-def _activation_rows(key: jax.Array) -> list[CheckRow]:
-    rows = []
-    k_x, k_c, k_sign = jax.random.split(key, 3)
-    # Magnitudes in [0.1, 4): away from ReLU's kink at 0.
-    x = jax.random.uniform(k_x, (4, 5), jnp.float64, 0.1, 4.0)
-    x = x * jnp.where(jax.random.bernoulli(k_sign, 0.5, x.shape), 1.0, -1.0)
-    c = jax.random.normal(k_c, x.shape, jnp.float64)
-    for name, act in activations.ACTIVATIONS.items():
-        report = check_gradient(
-            lambda x, fn=act.fn: jnp.sum(c * fn(x)),
-            lambda x, d=act.derivative: c * d(x),
-            x,
-            key=key,
-        )
-        rows.append(_row_from_report(f"{name}_derivative", report))
-    return rows
-
-
-def _loss_rows(key: jax.Array) -> list[CheckRow]:
-    k1, k2, k3 = jax.random.split(key, 3)
-    shape = (6, 3)
-    targets = jax.random.normal(k1, shape, jnp.float64)
-    binary = jax.random.bernoulli(k2, 0.5, shape).astype(jnp.float64)
-    probs = jax.random.uniform(k3, shape, jnp.float64, 0.05, 0.95)
-    logits = 3 * jax.random.normal(k3, shape, jnp.float64)
-    labels = jax.random.randint(k2, (shape[0],), 0, shape[1])
-    one_hot = jax.nn.one_hot(labels, shape[1], dtype=jnp.float64)
-    cases = [
-        ("mse_derivative", losses.mse_loss, losses.mse_derivative, targets, logits),
-        (
-            "binary_cross_entropy_derivative",
-            losses.binary_cross_entropy,
-            losses.binary_cross_entropy_derivative,
-            binary,
-            probs,
-        ),
-        (
-            "binary_cross_entropy_with_logits_derivative",
-            losses.binary_cross_entropy_with_logits,
-            losses.binary_cross_entropy_with_logits_derivative,
-            binary,
-            logits,
-        ),
-        (
-            "softmax_cross_entropy_derivative (labels)",
-            losses.softmax_cross_entropy,
-            losses.softmax_cross_entropy_derivative,
-            labels,
-            logits,
-        ),
-        (
-            "softmax_cross_entropy_derivative (one-hot)",
-            losses.softmax_cross_entropy,
-            losses.softmax_cross_entropy_derivative,
-            one_hot,
-            logits,
-        ),
+        layout = _layout(params)
+        probes = _make_probes(key, theta, layout, num_directions, max_coordinates, step)
+        values = _evaluate(f, manual_grad, unravel, theta, probes)
+        w = _witnesses(values, probes, len(layout.sizes), num_directions)
+    reports = [
+        _leaf_report(i, layout, w, kink_tolerance, tolerances) for i in range(len(layout.paths))
     ]
-    rows = []
-    for name, loss, derivative, y, pred in cases:
-        report = check_gradient(
-            lambda p, loss=loss, y=y: loss(y, p),
-            lambda p, derivative=derivative, y=y: derivative(y, p),
-            pred,
-            key=key,
-        )
-        rows.append(_row_from_report(name, report))
-    return rows
-
-
-def _network_targets(key: jax.Array, loss: str, batch: int, n_out: int) -> jax.Array:
-    if loss == "mse":
-        return jax.random.normal(key, (batch, n_out), jnp.float64)
-    if loss == "binary_cross_entropy":
-        return jax.random.bernoulli(key, 0.5, (batch, n_out)).astype(jnp.float64)
-    return jax.random.randint(key, (batch,), 0, n_out)
-
-
-def check_backward_pass(
-    key: jax.Array,
-    *,
-    layer_sizes: Sequence[int],
-    activation: str | Sequence[str],
-    loss: str,
-    batch: int = 6,
-    l2: float = 0.0,
-    dropout_rate: float = 0.0,
-    **check_kwargs: Any,
-) -> GradCheckReport:
-    """``check_gradient`` of ``network.backward_pass`` against ``network.network_loss``.
-
-    Builds a network (He init, small random biases) and data from ``key``; with ``dropout_rate``
-    the masks come from a fixed key shared by the loss and the forward pass.
-    """
-    k_params, k_bias, k_x, k_y, k_drop, k_check = jax.random.split(key, 6)
-    with jax.enable_x64(True):
-        params = network.init_network(k_params, layer_sizes, "he", jnp.float64)
-        bias_keys = jax.random.split(k_bias, len(params))
-        params = [
-            {"W": p["W"], "b": 0.1 * jax.random.normal(k, p["b"].shape, jnp.float64)}
-            for p, k in zip(params, bias_keys, strict=True)
-        ]
-        x = jax.random.normal(k_x, (batch, layer_sizes[0]), jnp.float64)
-        y = _network_targets(k_y, loss, batch, layer_sizes[-1])
-    arch = {"activation": activation, "loss": loss}
-    dropout = {"dropout_rate": dropout_rate, "key": k_drop, "train": dropout_rate > 0}
-
-    def f(p):
-        return network.network_loss(p, x, y, **arch, l2=l2, **dropout)
-
-    def manual(p):
-        _, cache = network.forward_pass(p, x, **arch, **dropout)
-        return network.backward_pass(p, x, y, cache, **arch, l2=l2)
-
-    return check_gradient(f, manual, params, key=k_check, **check_kwargs)
-
-
-def _backward_rows(key: jax.Array) -> list[CheckRow]:
-    rows = []
-    variants = [("", {}), (" +L2", {"l2": 0.1}), (" +dropout", {"dropout_rate": 0.3})]
-    for (suffix, options), activation, loss in itertools.product(
-        variants, ("sigmoid", "relu", "tanh", "identity"), network.OUTPUT_LOSSES
-    ):
-        report = check_backward_pass(
-            key, layer_sizes=(3, 5, 4, 3), activation=activation, loss=loss, **options
-        )
-        rows.append(_row_from_report(f"backward_pass {activation}/{loss}{suffix}", report))
-    return rows
-
-
-def optimizer_trajectory(
-    optimizer: optax.GradientTransformation, params: Any, steps: int = 100
-) -> Any:
-    """Parameters after ``steps`` updates of ``optimizer`` on a fixed smooth objective.
-
-    The objective, :math:`\\sum \\log\\cosh(\\theta - 1/2) + \\theta^2/10`, has gradients that vary
-    from step to step, so every part of the optimizer's state matters.
-    """
-
-    def objective(p):
-        return sum(jnp.sum(jnp.log(jnp.cosh(w - 0.5)) + 0.1 * w**2) for w in jax.tree.leaves(p))
-
-    def step(carry, _):
-        p, state = carry
-        updates, state = optimizer.update(jax.grad(objective)(p), state, p)
-        return (optax.apply_updates(p, updates), state), None
-
-    @_jit_unoptimized
-    def run(params):
-        (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=steps)
-        return params
-
-    return run(params)
-
-
-def optimizer_references() -> dict[
-    str, tuple[optax.GradientTransformation, optax.GradientTransformation]
-]:
-    """Each hand-written optimizer paired with the optax transformation that computes the same."""
-    return {
-        "sgd": (optimizers.sgd(0.1), optax.sgd(0.1)),
-        "momentum (damped)": (
-            optimizers.momentum(0.1, 0.9),
-            optax.chain(optax.ema(0.9, debias=False), optax.scale(-0.1)),
-        ),
-        "classical_momentum": (
-            optimizers.classical_momentum(0.05, 0.9),
-            optax.sgd(0.05, momentum=0.9),
-        ),
-        "classical_momentum nesterov": (
-            optimizers.classical_momentum(0.05, 0.9, nesterov=True),
-            optax.sgd(0.05, momentum=0.9, nesterov=True),
-        ),
-        "adam": (optimizers.adam(0.05), optax.adam(0.05)),
-        "adam schedule eps_root": (
-            optimizers.adam(optax.exponential_decay(0.05, 10, 0.8), eps_root=1e-8),
-            optax.adam(optax.exponential_decay(0.05, 10, 0.8), eps_root=1e-8),
-        ),
-    }
+    return GradCheckReport(tuple(reports), tolerances)
 
 
 def tree_relative_error(actual: Any, expected: Any) -> float:
@@ -492,80 +408,3 @@ def tree_relative_error(actual: Any, expected: Any) -> float:
         float(jnp.max(jnp.abs(a - e)) / jnp.maximum(jnp.max(jnp.abs(e)), jnp.finfo(e.dtype).tiny))
         for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True)
     )
-
-
-def _optimizer_rows(key: jax.Array, tolerance: float = 1e-12) -> list[CheckRow]:
-    rows = []
-    with jax.enable_x64(True):
-        k1, k2 = jax.random.split(key)
-        params = {
-            "layers": [{"W": jax.random.normal(k1, (3, 4), jnp.float64)}],
-            "b": (jax.random.normal(k2, (4,), jnp.float64),),
-        }
-        for name, (mine, reference) in optimizer_references().items():
-            error = tree_relative_error(
-                optimizer_trajectory(mine, params), optimizer_trajectory(reference, params)
-            )
-            rows.append(
-                CheckRow(
-                    f"{name} vs optax, 100 steps",
-                    None,
-                    None,
-                    None,
-                    error,
-                    f"{tolerance:.0e}",
-                    0,
-                    error <= tolerance,
-                )
-            )
-    return rows
-
-
-def run_checks(key: jax.Array | None = None) -> list[CheckRow]:
-    """Checks every hand-written derivative and optimizer in nnjax; returns one row for each."""
-    key = jax.random.key(0) if key is None else key
-    k_act, k_loss, k_net, k_opt = jax.random.split(key, 4)
-    with jax.enable_x64(True):
-        return [
-            *_activation_rows(k_act),
-            *_loss_rows(k_loss),
-            *_backward_rows(k_net),
-            *_optimizer_rows(k_opt),
-        ]
-
-
-def format_table(rows: Sequence[CheckRow]) -> str:
-    """Renders ``run_checks`` rows as a fixed-width table with a summary line."""
-
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1e}"
-
-    width = max(len(row.name) for row in rows)
-    header = (
-        f"{'check':<{width}}  {'reverse':>8}  {'forward':>8}  {'fin-diff':>8}  {'optax':>8}  "
-        f"{'tolerance':<17}  {'kinks':>5}  result"
-    )
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        lines.append(
-            f"{row.name:<{width}}  {fmt(row.reverse_error):>8}  {fmt(row.forward_error):>8}  "
-            f"{fmt(row.finite_difference_error):>8}  {fmt(row.reference_error):>8}  "
-            f"{row.tolerances:<17}  {row.near_kink:>5}  {'PASS' if row.passed else 'FAIL'}"
-        )
-    failed = sum(not row.passed for row in rows)
-    lines.append(
-        f"{len(rows) - failed} passed, {failed} failed (float64; tolerance = "
-        "reverse/forward/fin-diff, relative)"
-    )
-    return "\n".join(lines)
-
-
-def main() -> int:
-    """Prints the check table; returns 1 if any row fails."""
-    rows = run_checks()
-    print(format_table(rows))
-    return 0 if all(row.passed for row in rows) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

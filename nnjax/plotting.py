@@ -27,7 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nnjax import _validation, activations
-from nnjax._files import atomic_write
+from nnjax.files import atomic_write
+from nnjax.metrics import HISTORY_KEYS
 
 __all__ = [
     "confusion_matrix",
@@ -37,6 +38,7 @@ __all__ = [
     "plot_history",
     "plot_layer_history",
     "plot_sweep",
+    "save_figure",
 ]
 
 DPI = 110
@@ -44,41 +46,32 @@ DPI = 110
 
 PathLike = str | os.PathLike[str]
 
-HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-"""The keys ``plot_history`` draws; ``train_loss`` is required, the others optional."""
-
 
 # ----------------------------------------------------------------------------------------------
-# Saving
+# Saving and checking
 
 
-def _save(fig: Figure, path: PathLike) -> Path:
-    """Writes ``fig`` as a PNG to ``path`` atomically and returns ``Path(path)``."""
+def save_figure(fig: Figure, path: PathLike) -> Path:
+    """Writes ``fig`` as a PNG to ``path`` atomically and returns ``Path(path)``.
+
+    Args:
+      fig: the figure to save, at :data:`DPI` dots per inch.
+      path: where to write the PNG; parent directories are created. The file is PNG whatever
+        suffix ``path`` has.
+
+    Returns:
+      ``path`` as a ``pathlib.Path``.
+    """
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=DPI)
     return Path(path)
 
 
-# ----------------------------------------------------------------------------------------------
-# Validation
-
-
-def _as_labels(name: str, labels: Any) -> np.ndarray:
-    """Returns ``labels`` as a 1-D int64 NumPy array of non-negative integers, or raises."""
-    a = np.asarray(labels)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must have shape (n,), got shape {a.shape}")
-    if a.dtype.kind == "b":
-        raise ValueError(f"{name} must hold integer class labels, got dtype bool")
-    if a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
-            raise ValueError(f"{name} must hold integer class labels, got non-integer values")
-    elif a.dtype.kind not in "iu":
-        raise ValueError(f"{name} must hold integer class labels, got dtype {a.dtype}")
-    a = a.astype(np.int64)
-    if a.size and a.min() < 0:
-        raise ValueError(f"{name} must hold non-negative class labels, got {int(a.min())}")
-    return a
+def _as_labels(name: str, labels: Any, num_classes: int | None = None) -> np.ndarray:
+    """Returns ``labels`` as a 1-D int64 NumPy array of class labels in ``[0, num_classes)``, or
+    raises ValueError (see ``_validation.check_labels``)."""
+    _validation.check_labels(name, labels, num_classes)
+    return np.asarray(labels).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,7 +129,7 @@ def plot_activations(
         ax.set_xlabel("x")
         ax.grid(True)
         ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,7 +198,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path: PathLike) -> Path
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, which="both", alpha=0.4)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,6 +216,48 @@ def _class_colors(num_classes: int) -> list[tuple[float, ...]]:
     if num_classes <= 20:
         return list(colormaps["tab20"].colors[:num_classes])
     return [tuple(c) for c in colormaps["turbo"](np.linspace(0, 1, num_classes))]
+
+
+def _check_points(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``x`` as float64 ``(n, 2)`` and ``y`` as int64 ``(n,)``, raising ValueError unless
+    there is at least one point, ``x`` is finite and ``y`` holds non-negative class labels."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (n, 2), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one point")
+    _validation.check_all_finite("x", x)
+    y = _as_labels("y", y)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} points")
+    return x, y
+
+
+def _grid_axes(x: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """``resolution`` evenly spaced coordinates along each axis, over the bounding box of the
+    points ``x`` padded by 10% of its span on each side (by 0.5 where the span is 0)."""
+    low, high = x.min(axis=0), x.max(axis=0)
+    span = high - low
+    pad = np.where(span > 0, 0.1 * span, 0.5)
+    g0 = np.linspace(low[0] - pad[0], high[0] + pad[0], resolution)
+    g1 = np.linspace(low[1] - pad[1], high[1] + pad[1], resolution)
+    return g0, g1
+
+
+def _predict_grid(
+    predict_fn: Callable[[jax.Array], Any], g0: np.ndarray, g1: np.ndarray
+) -> np.ndarray:
+    """The classes ``predict_fn`` gives the grid ``g0 x g1`` in one call, shape ``(len(g1),
+    len(g0))`` (row ``i`` is ``g1[i]``)."""
+    mesh0, mesh1 = np.meshgrid(g0, g1)
+    grid = jnp.asarray(np.stack([mesh0.ravel(), mesh1.ravel()], axis=1), dtype=jnp.float32)
+    predicted = _as_labels("predict_fn's output", predict_fn(grid))
+    if predicted.shape != (grid.shape[0],):
+        raise ValueError(
+            f"predict_fn must return shape ({grid.shape[0]},) for {grid.shape[0]} points, "
+            f"got shape {predicted.shape}"
+        )
+    return predicted.reshape(mesh0.shape)
 
 
 def plot_decision_boundary(
@@ -251,64 +286,27 @@ def plot_decision_boundary(
     Returns:
       ``path`` as a ``pathlib.Path``.
     """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != 2:
-        raise ValueError(f"x must have shape (n, 2), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError("x must hold at least one point")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x must be finite")
-    y = _as_labels("y", y)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} points")
+    x, y = _check_points(x, y)
     resolution = _validation.check_int("resolution", resolution, 2)
-
-    low, high = x.min(axis=0), x.max(axis=0)
-    span = high - low
-    pad = np.where(span > 0, 0.1 * span, 0.5)
-    g0 = np.linspace(low[0] - pad[0], high[0] + pad[0], resolution)
-    g1 = np.linspace(low[1] - pad[1], high[1] + pad[1], resolution)
-    mesh0, mesh1 = np.meshgrid(g0, g1)
-    grid = jnp.asarray(np.stack([mesh0.ravel(), mesh1.ravel()], axis=1), dtype=jnp.float32)
-    predicted = _as_labels("predict_fn's output", predict_fn(grid))
-    if predicted.shape != (grid.shape[0],):
-        raise ValueError(
-            f"predict_fn must return shape ({grid.shape[0]},) for {grid.shape[0]} points, "
-            f"got shape {predicted.shape}"
-        )
+    g0, g1 = _grid_axes(x, resolution)
+    predicted = _predict_grid(predict_fn, g0, g1)
 
     num_classes = int(max(y.max(), predicted.max())) + 1
-    colors = _class_colors(num_classes)
+    cmap = ListedColormap(_class_colors(num_classes))
     norm = BoundaryNorm(np.arange(num_classes + 1) - 0.5, num_classes)
     fig = Figure(figsize=(6, 5), layout="constrained")
     ax = fig.subplots()
-    cmap = ListedColormap(colors)
     # One flat cell per grid point, centred on it: no interpolation between class indices, which
     # would paint strips of a class never predicted where two other classes meet (0 | 1 | 2).
-    ax.pcolormesh(
-        g0,
-        g1,
-        predicted.reshape(mesh0.shape),
-        shading="nearest",
-        cmap=cmap,
-        norm=norm,
-        alpha=FILL_ALPHA,
-    )
+    ax.pcolormesh(g0, g1, predicted, shading="nearest", cmap=cmap, norm=norm, alpha=FILL_ALPHA)
     scatter = ax.scatter(
-        x[:, 0],
-        x[:, 1],
-        c=y,
-        cmap=cmap,
-        norm=norm,
-        edgecolors="k",
-        linewidths=0.5,
-        s=20,
+        x[:, 0], x[:, 1], c=y, cmap=cmap, norm=norm, edgecolors="k", linewidths=0.5, s=20
     )
     ax.legend(*scatter.legend_elements(), title="class", loc="best", fontsize=8)
     ax.set_title("Decision boundary")
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,19 +329,9 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
       classes, columns predicted classes.
     """
     num_classes = _validation.check_int("num_classes", num_classes, 1)
-    y_true = _as_labels("y_true", y_true)
-    y_pred = _as_labels("y_pred", y_pred)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(
-            f"y_true has shape {y_true.shape} but y_pred has shape {y_pred.shape}; "
-            "they must match exactly"
-        )
-    for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
-        if labels.size and labels.max() >= num_classes:
-            raise ValueError(
-                f"{name} holds label {int(labels.max())}, outside [0, {num_classes}) "
-                f"for num_classes={num_classes}"
-            )
+    y_true = _as_labels("y_true", y_true, num_classes)
+    y_pred = _as_labels("y_pred", y_pred, num_classes)
+    _validation.check_same_shape("y_true", y_true, "y_pred", y_pred)
     flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
     return flat.reshape(num_classes, num_classes).astype(np.int64)
 
@@ -368,17 +356,9 @@ def plot_confusion_matrix(y_true: Any, y_pred: Any, num_classes: int, path: Path
     fig.colorbar(image, ax=ax, label="count")
     threshold = counts.max() / 2
     fontsize = max(5, 12 - num_classes // 3)
-    for i in range(num_classes):
-        for j in range(num_classes):
-            ax.text(
-                j,
-                i,
-                str(counts[i, j]),
-                ha="center",
-                va="center",
-                fontsize=fontsize,
-                color="white" if counts[i, j] > threshold else "black",
-            )
+    for (i, j), count in np.ndenumerate(counts):
+        color = "white" if count > threshold else "black"
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=fontsize, color=color)
     ticks = np.arange(num_classes)
     ax.set_xticks(ticks)
     ax.set_yticks(ticks)
@@ -386,7 +366,7 @@ def plot_confusion_matrix(y_true: Any, y_pred: Any, num_classes: int, path: Path
     ax.set_ylabel("true")
     accuracy = np.trace(counts) / counts.sum() if counts.sum() else float("nan")
     ax.set_title(f"Confusion matrix (accuracy {accuracy:.1%})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sweep(
@@ -465,7 +445,7 @@ def plot_sweep(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _band_label(finite_counts: np.ndarray, seeds: int) -> str:
@@ -517,4 +497,4 @@ def plot_layer_history(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small", ncol=2 if len(keys) > 6 else 1)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -20,7 +20,7 @@ import optax
 from nnjax import _validation, metrics, network, optimizers, program, steps, training
 from nnjax.model import Model
 
-__all__ = ["SweepResult", "sweep"]
+__all__ = ["LearningRateSweep", "SweepResult", "sweep", "sweep_learning_rates"]
 
 
 class SweepResult(NamedTuple):
@@ -170,3 +170,51 @@ def sweep(
         steps_run / seconds,
         compile_seconds,
     )
+
+
+class LearningRateSweep(NamedTuple):
+    """What ``sweep_learning_rates`` returns.
+
+    Attributes:
+      final_loss: the final training loss of each run, ``(rates, seeds)``; NaN where it diverged.
+      median: each rate's median over its runs that did not diverge (NaN if all did).
+      best: the index of the rate with the lowest median; None if every run diverged.
+      model_steps_per_second: the sweep's speed (see ``SweepResult``).
+    """
+
+    final_loss: np.ndarray
+    median: np.ndarray
+    best: int | None
+    model_steps_per_second: float
+
+
+def sweep_learning_rates(
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    layer_sizes: Sequence[int],
+    learning_rates: Any,
+    num_seeds: int,
+    **options: Any,
+) -> LearningRateSweep:
+    """One ``sweep`` over every (learning rate, seed) pair, summarized per learning rate.
+
+    Seeds ``0 .. num_seeds - 1`` are used with every rate; ``options`` go to ``sweep``
+    (``optimizer``, ``epochs``, ...).
+    """
+    rates = np.asarray(learning_rates)
+    # One model per (rate, seed) pair: rates repeat, seeds cycle.
+    result = sweep(
+        x,
+        y,
+        layer_sizes=layer_sizes,
+        seeds=np.tile(np.arange(num_seeds), len(rates)),
+        learning_rates=np.repeat(rates, num_seeds),
+        **options,
+    )
+    final = result.history["train_loss"][:, -1].reshape(len(rates), num_seeds)
+    final = np.where(result.diverged.reshape(final.shape), np.nan, final)
+    finite = [row[np.isfinite(row)] for row in final]
+    median = np.array([np.median(row) if row.size else np.nan for row in finite])
+    best = None if np.isnan(median).all() else int(np.nanargmin(median))
+    return LearningRateSweep(final, median, best, result.model_steps_per_second)

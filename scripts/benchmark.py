@@ -21,7 +21,7 @@ Columns:
   memory MB     what the compiled epoch needs: arguments + outputs + temporaries (XLA's count).
 
 Data parallel (``--devices``): the compiled epoch with each minibatch split over the devices
-(``training.data_parallel``) against the same epoch on one device; speedup and its fraction of
+(``distributed.data_parallel``) against the same epoch on one device; speedup and its fraction of
 linear scaling. Forced CPU devices share the same cores, so they show the overhead of the
 partitioned program and its all-reduce, not a speedup; on N GPUs a workload whose step is large
 enough (mnist, wide) scales towards N.
@@ -42,7 +42,7 @@ What the profile and the compiled HLO show (2 CPU cores, XLA:CPU, jax 0.10.2):
     per-step call costs about 100 us of Python dispatch, so a compiled epoch is about 5x faster,
     short of 10x because the thunks themselves, not the dispatch, now bound the step.
   - The epoch's shuffle was two thirds of the tiny epoch: jax.random.permutation sorts, 7 ms for
-    12,800 indices on this CPU. ``training.shuffle_indices`` (a Feistel permutation, no sort)
+    12,800 indices on this CPU. ``steps.shuffle_indices`` (a Feistel permutation, no sort)
     takes 0.7 ms; the tiny epoch went from about 10,000 to about 45,000 steps/s.
   - The non-finite-loss guard: a lax.cond per step copied every parameter; a select costs
     nothing measurable (19.8 against 19.5 us a step without any guard).
@@ -70,15 +70,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import nnjax
-from nnjax import training
+from nnjax import distributed, steps, sweeps
 
 WORKLOADS = {
     "tiny": ([2, 16, 16, 2], 64),
     "mnist": ([784, 256, 256, 10], 128),
     "wide": ([1024, 2048, 2048, 10], 512),
 }
-ARCH = {"activation": "relu", "loss": "softmax_cross_entropy"}
-HYPER = training.Hyperparameters(0.0, 0.0, 0.0)
+MODEL = nnjax.DenseNetwork("relu", "softmax_cross_entropy")
+HYPER = steps.Hyperparameters(None, 0.0, 0.0)
 
 
 def matmul_rate(n: int, repeats: int) -> float:
@@ -104,8 +104,8 @@ def workload_data(sizes, batch, num_batches):
 
 def compile_epoch(step, args, batch, num_batches, layout=None):
     """The compiled epoch for ``args = (state, x, y)`` and its compile time in seconds; with a
-    ``training.DataParallel`` layout, minibatches split over its devices (``args`` placed)."""
-    epoch = training.make_train_epoch(
+    ``distributed.DataParallel`` layout, minibatches split over its devices (``args`` placed)."""
+    epoch = steps.make_train_epoch(
         step,
         num_batches=num_batches,
         batch_size=batch,
@@ -121,14 +121,14 @@ def build_variants(sizes, batch, num_batches):
     (x, y), params = workload_data(sizes, batch, num_batches)
     optimizer = nnjax.adam(1e-3)
     variants = {}
-    for grad in training.GRADIENT_SOURCES:
-        step = training.make_train_step(**ARCH, optimizer=optimizer, grad=grad)
+    for grad in steps.GRADIENT_SOURCES:
+        step = steps.make_train_step(MODEL, optimizer=optimizer, grad=grad)
 
         def one_step(params, opt_state, x, y, index, key, step=step):
             new_params, new_state, value = step(params, opt_state, x[index], y[index], HYPER, key)
             return new_params, new_state, value
 
-        state = training.EpochState(params, optimizer.init(params), jnp.array(True), jnp.array(-1))
+        state = steps.EpochState(params, optimizer.init(params), jnp.array(True), jnp.array(-1))
         epoch_exe, epoch_compile = compile_epoch(step, (state, x, y), batch, num_batches)
         index = jnp.arange(batch)
         start = time.perf_counter()
@@ -143,7 +143,7 @@ def build_variants(sizes, batch, num_batches):
             memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
         ) / 2**20
         variants[grad] = {
-            "shuffle": jax.jit(lambda key, n=x.shape[0]: training.shuffle_indices(key, n)),
+            "shuffle": jax.jit(lambda key, n=x.shape[0]: steps.shuffle_indices(key, n)),
             "epoch": epoch_exe,
             "step": step_exe,
             "state": state,
@@ -232,16 +232,16 @@ def benchmark_workload(name, repeats, quick):
 
 def benchmark_data_parallel(name, devices, repeats, quick):
     """The compiled epoch (manual gradients) on one device against the same epoch with each
-    minibatch split over ``devices`` (``training.data_parallel``), alternated in each round."""
+    minibatch split over ``devices`` (``distributed.data_parallel``), alternated in each round."""
     sizes, batch = WORKLOADS[name]
     num_batches = {"tiny": 200, "mnist": 20, "wide": 3}[name] // (4 if quick else 1)
     (x, y), params = workload_data(sizes, batch, num_batches)
-    layout = training.data_parallel(devices)
+    layout = distributed.data_parallel(devices)
     if batch % layout.num_devices:
         raise SystemExit(f"{name}: batch {batch} does not divide by {layout.num_devices} devices")
     optimizer = nnjax.adam(1e-3)
-    step = training.make_train_step(**ARCH, optimizer=optimizer)
-    state = training.EpochState(params, optimizer.init(params), jnp.array(True), jnp.array(-1))
+    step = steps.make_train_step(MODEL, optimizer=optimizer)
+    state = steps.EpochState(params, optimizer.init(params), jnp.array(True), jnp.array(-1))
     variants = {}
     for variant, placed_layout in (("one_device", None), ("data_parallel", layout)):
         args = (state, x, y)
@@ -276,12 +276,18 @@ def benchmark_sweep(num_models, epochs, quick):
     sizes, batch = WORKLOADS["tiny"]
     (x, y), _ = workload_data(sizes, batch, 25 if quick else 50)
     seeds, rates = np.arange(num_models), np.logspace(-3, -1, num_models)
-    common = {"layer_sizes": sizes, "epochs": epochs, "batch_size": batch, "init": "he", **ARCH}
-    together = training.sweep(x, y, seeds=seeds, learning_rates=rates, **common)
+    common = {
+        "layer_sizes": sizes,
+        "epochs": epochs,
+        "batch_size": batch,
+        "init": "he",
+        "model": MODEL,
+    }
+    together = sweeps.sweep(x, y, seeds=seeds, learning_rates=rates, **common)
     steps = epochs * (x.shape[0] // batch)
     seconds = 0.0
     for k in range(num_models):
-        single = training.sweep(x, y, seeds=seeds[k : k + 1], learning_rates=rates[k], **common)
+        single = sweeps.sweep(x, y, seeds=seeds[k : k + 1], learning_rates=rates[k], **common)
         seconds += steps / single.model_steps_per_second
     sequential = num_models * steps / seconds
     return {
@@ -298,7 +304,7 @@ def check(targets, name, value, goal, higher_is_better=True):
     targets.append({"target": name, "value": value, "goal": goal, "met": bool(met)})
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--json", type=Path, default=Path("runs/benchmark.json"))
@@ -400,4 +406,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 import nnjax
 from nnjax.datasets import load_dataset
+from nnjax.gradcheck import tree_relative_error
 from nnjax.plotting import plot_confusion_matrix, plot_history
 from nnjax.training import train
 
@@ -30,13 +31,8 @@ HIDDEN = [64, 64]
 LEARNING_RATE, EPOCHS, BATCH_SIZE = 3e-3, 40, 32
 
 
-def relative_difference(a, b) -> float:
-    """max over layers and W/b of ||a - b|| / ||b||."""
-    ratios = jax.tree.map(lambda u, v: jnp.linalg.norm(u - v) / jnp.linalg.norm(v), a, b)
-    return max(float(r) for r in jax.tree.leaves(ratios))
-
-
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if len(argv) > 1:
         print("usage: python scripts/digits.py [OUTPUT_DIR]", file=sys.stderr)
         return 2
@@ -60,7 +56,7 @@ def main(argv: list[str]) -> int:
             params,
             data.x_train,
             data.y_train,
-            **ARCH,
+            model=nnjax.DenseNetwork(**ARCH),
             optimizer=nnjax.adam(LEARNING_RATE),
             epochs=EPOCHS,
             batch_size=BATCH_SIZE,
@@ -75,7 +71,7 @@ def main(argv: list[str]) -> int:
             f"{results[grad].steps_per_second:,.0f} steps/s"
         )
     result = results["manual"]
-    difference = relative_difference(result.params, results["autodiff"].params)
+    difference = tree_relative_error(result.params, results["autodiff"].params)
     print(f"final parameters, manual vs autodiff: max relative difference {difference:.1e}")
 
     # The predicted digit is the most probable class.
@@ -95,4 +91,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

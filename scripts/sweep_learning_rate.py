@@ -1,13 +1,13 @@
 """A learning-rate sweep on two moons: 12 learning rates x 4 seeds, 48 networks in one program.
 
-``nnjax.training.sweep`` vmaps the whole training program over the models: each has its own
+``nnjax.sweeps.sweep`` vmaps the whole training program over the models: each has its own
 seed (initialization and shuffling) and its own learning rate, and the learning rate is a traced
 value, not a compiled-in constant, so a second sweep over other rates reuses the compiled program.
-The sweep is the learning-rate experiment's ``sweep_rates`` (in scripts/experiments/, there with
-SGD on the spirals), here with Adam on two moons. The plot shows the final training loss against
-the learning rate, the median over seeds with a band from the best to the worst seed: too small a
-rate has not converged, too large a one is unstable, and the band widens where the outcome
-depends on the seed.
+The sweep is ``nnjax.sweeps.sweep_learning_rates``, as in the learning-rate experiment (in
+scripts/experiments/, there with SGD on the spirals), here with Adam on two moons. The plot shows
+the final training loss against the learning rate, the median over seeds with a band from the
+best to the worst seed: too small a rate has not converged, too large a one is unstable, and the
+band widens where the outcome depends on the seed.
 
 Run it with ``python scripts/sweep_learning_rate.py [OUTPUT_DIR]`` (default ``runs/scripts/sweep``).
 """
@@ -20,16 +20,14 @@ import numpy as np
 
 from nnjax.datasets import load_dataset
 from nnjax.plotting import plot_sweep
-
-# sweep_rates comes from the learning-rate experiment, scripts/experiments/learning_rate.py.
-sys.path.insert(0, str(Path(__file__).resolve().parent / "experiments"))
-from learning_rate import sweep_rates
+from nnjax.sweeps import sweep_learning_rates
 
 LEARNING_RATES = np.logspace(-4, 0.5, 12)  # 1e-4 .. 3.2, evenly spaced on a log scale
 SEEDS = 4
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if len(argv) > 1:
         print("usage: python scripts/sweep_learning_rate.py [OUTPUT_DIR]", file=sys.stderr)
         return 2
@@ -37,8 +35,15 @@ def main(argv: list[str]) -> int:
     data = load_dataset("moons", jax.random.key(0))
 
     # Every learning rate with every seed: a 16-16 ReLU network, nnjax.adam(rate) for each.
-    adam = {"activation": "relu", "epochs": 30, "batch_size": 32}
-    final, median, best, speed = sweep_rates(data, LEARNING_RATES, SEEDS, (16, 16), **adam)
+    final, median, best, speed = sweep_learning_rates(
+        data.x_train,
+        data.y_train,
+        layer_sizes=[2, 16, 16, data.num_classes],
+        learning_rates=LEARNING_RATES,
+        num_seeds=SEEDS,
+        epochs=30,
+        batch_size=32,
+    )
 
     print(f"{final.size} models, {speed:,.0f} model-steps/s")
     print("learning rate   final loss (median over seeds)")
@@ -53,4 +58,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

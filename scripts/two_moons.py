@@ -29,7 +29,8 @@ LAYERS = [2, 16, 16, 2]
 LEARNING_RATE, EPOCHS, BATCH_SIZE = 1e-2, 100, 32
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if len(argv) > 1:
         print("usage: python scripts/two_moons.py [OUTPUT_DIR]", file=sys.stderr)
         return 2
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> int:
         params,
         data.x_train,
         data.y_train,
-        **ARCH,
+        model=nnjax.DenseNetwork(**ARCH),
         optimizer=nnjax.adam(LEARNING_RATE),
         epochs=EPOCHS,
         batch_size=BATCH_SIZE,
@@ -84,4 +85,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 
 import nnjax
 from nnjax.datasets import load_dataset
-from nnjax.training import evaluate, prepare_targets, train
+from nnjax.metrics import evaluate, prepare_targets
+from nnjax.training import train
 
 SEED = 0
 # A sigmoid hidden layer, and a sigmoid output trained with binary cross-entropy (from the logits).
@@ -26,7 +27,8 @@ ARCH = {"activation": "sigmoid", "loss": "binary_cross_entropy"}
 LEARNING_RATE, BETA, EPOCHS = 2.0, 0.9, 2000
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if argv:
         print("usage: python scripts/xor.py", file=sys.stderr)
         return 2
@@ -51,13 +53,13 @@ def main(argv: list[str]) -> int:
         params,
         x,
         y,
-        **ARCH,
+        model=nnjax.DenseNetwork(**ARCH),
         optimizer=nnjax.momentum(learning_rate=LEARNING_RATE, beta=BETA),
         epochs=EPOCHS,
         batch_size=4,
         key=train_key,
     )
-    loss, accuracy = (float(v) for v in evaluate(result.params, x, y, **ARCH))
+    loss, accuracy = (float(v) for v in evaluate(result.params, x, y, nnjax.DenseNetwork(**ARCH)))
 
     # The output is a probability; above 0.5 counts as class 1.
     probabilities = nnjax.predict(result.params, x, **ARCH)[:, 0]
@@ -73,4 +75,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -4,11 +4,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import nnjax
-from nnjax import gradcheck
+from nnjax import checks, gradcheck
 
 
 def test_passes_a_correct_derivative_on_every_leaf():
@@ -141,9 +140,9 @@ def test_nan_in_one_leaf_fails_that_leaf_only_and_the_aggregates_are_nan():
     assert math.isnan(report.reverse_error)
     assert math.isnan(report.forward_error)
     assert math.isnan(report.finite_difference_error)
-    row = gradcheck._row_from_report("nan_in_b", report)
+    row = checks._row_from_report("nan_in_b", report)
     assert not row.passed
-    assert gradcheck.format_table([row]).splitlines()[2].split()[1:4] == ["nan"] * 3
+    assert checks.format_table([row]).splitlines()[2].split()[1:4] == ["nan"] * 3
 
 
 def test_tree_relative_error_is_nan_if_any_leaf_is():
@@ -151,45 +150,3 @@ def test_tree_relative_error_is_nan_if_any_leaf_is():
     actual = {"a": jnp.ones(3), "b": jnp.array([1.0, jnp.nan])}
     assert math.isnan(gradcheck.tree_relative_error(actual, expected))
     assert gradcheck.tree_relative_error(expected, expected) == 0.0
-
-
-def test_library_rows_for_activations_losses_and_optimizers_pass():
-    key = jax.random.key(0)
-    with jax.enable_x64(True):
-        rows = [
-            *gradcheck._activation_rows(key),
-            *gradcheck._loss_rows(key),
-            *gradcheck._optimizer_rows(key),
-        ]
-    names = [row.name for row in rows]
-    assert {"sigmoid_derivative", "relu_derivative", "tanh_derivative"} <= set(names)
-    assert any(name.startswith("adam vs optax") for name in names)
-    assert all(row.passed for row in rows), gradcheck.format_table(rows)
-
-
-@pytest.mark.parametrize(
-    ("activation", "loss", "options"),
-    [
-        ("relu", "softmax_cross_entropy", {}),
-        ("sigmoid", "binary_cross_entropy", {"l2": 0.1}),
-        ("tanh", "mse", {"dropout_rate": 0.3}),
-    ],
-)
-def test_backward_pass_checks(activation, loss, options):
-    report = gradcheck.check_backward_pass(
-        jax.random.key(3), layer_sizes=(3, 5, 4), activation=activation, loss=loss, **options
-    )
-    assert report.passed, str(report)
-    assert len(report.leaves) == 4
-
-
-def test_table_and_exit_code(monkeypatch, capsys):
-    good = gradcheck.CheckRow("good", 0.0, 0.0, 1e-9, None, "1e-10", 0, True)
-    bad = gradcheck.CheckRow("bad", 1.0, 1.0, 1.0, None, "1e-10", 0, False)
-    monkeypatch.setattr(gradcheck, "run_checks", lambda: [good, bad])
-    assert gradcheck.main() == 1
-    out = capsys.readouterr().out
-    assert "good" in out and "FAIL" in out and "1 passed, 1 failed" in out
-    monkeypatch.setattr(gradcheck, "run_checks", lambda: [good])
-    assert gradcheck.main() == 0
-    assert np.char.count(capsys.readouterr().out, "PASS") == 1

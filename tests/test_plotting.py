@@ -386,7 +386,9 @@ def test_plot_sweep_writes_a_png_and_leaves_out_diverged_runs(tmp_path):
 def _sweep_legend(monkeypatch: pytest.MonkeyPatch, values: object, losses: object) -> list[str]:
     """The legend labels of the figure ``plot_sweep`` builds (captured instead of saved)."""
     figures: list[Figure] = []
-    monkeypatch.setattr(plotting, "_save", lambda fig, path: figures.append(fig) or Path(path))
+    monkeypatch.setattr(
+        plotting, "save_figure", lambda fig, path: figures.append(fig) or Path(path)
+    )
     plotting.plot_sweep(values, losses, "unused.png")
     (fig,) = figures
     return [text.get_text() for text in fig.axes[0].get_legend().get_texts()]

@@ -19,9 +19,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import nnjax
-from nnjax._files import atomic_write
 from nnjax.datasets import Dataset
-from nnjax.plotting import _save as save_figure  # writes a Figure as a PNG, atomically
+from nnjax.files import atomic_write
+from nnjax.plotting import save_figure
 from nnjax.training import TrainResult, train
 
 __all__ = [
@@ -42,15 +42,20 @@ def new_network(data: Dataset, hidden: Sequence[int], init: str, key: jax.Array)
     return nnjax.init_network(key, [data.x_train.shape[1], *hidden, data.num_classes], init=init)
 
 
-def train_network(data: Dataset, params: list, key: jax.Array, **options: Any) -> TrainResult:
+def train_network(
+    data: Dataset, params: list, key: jax.Array, *, activation: str = "relu", **options: Any
+) -> TrainResult:
     """``training.train`` on ``data``'s training split, evaluating on its test split every epoch.
 
-    ``options`` go to ``train`` (``activation``, ``optimizer``, ``epochs``, ``l2``...); the batch
+    ``options`` go to ``train`` (``optimizer``, ``epochs``, ``l2``...); the batch
     size defaults to 32 and the loss is softmax cross-entropy.
     """
     options = {"batch_size": 32, **options}
     validation = (data.x_test, data.y_test)
-    return train(params, data.x_train, data.y_train, key=key, validation=validation, **options)
+    model = nnjax.DenseNetwork(activation)
+    return train(
+        params, data.x_train, data.y_train, model=model, key=key, validation=validation, **options
+    )
 
 
 def log_axes() -> tuple[Figure, Any]:
@@ -84,8 +89,10 @@ def to_json(value: Any) -> Any:
     return None if isinstance(item, float) and not math.isfinite(item) else item
 
 
-def main(argv: list[str], script: str, run: Callable[[], dict], plot: Callable) -> int:
-    """The command line of the experiment in file ``script``: ``python SCRIPT [OUTPUT_DIR]``."""
+def main(argv: list[str] | None, script: str, run: Callable[[], dict], plot: Callable) -> int:
+    """The command line of the experiment in file ``script``: ``python SCRIPT [OUTPUT_DIR]``;
+    ``argv`` None reads ``sys.argv``."""
+    argv = sys.argv[1:] if argv is None else argv
     name = Path(script).stem
     if len(argv) > 1 or (argv and argv[0].startswith("-")):
         print(f"usage: python scripts/experiments/{name}.py [OUTPUT_DIR]", file=sys.stderr)

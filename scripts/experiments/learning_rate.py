@@ -6,7 +6,7 @@ fastest, and α c > 2 overshoots further every step and diverges. A network's lo
 curvatures at once, so the final loss against α is a U on a log scale: slow convergence on the
 left, instability on the right, the best rate close to where training starts to break.
 
-``training.sweep`` trains every (learning rate, seed) pair as one vmapped program (the learning
+``sweeps.sweep`` trains every (learning rate, seed) pair as one vmapped program (the learning
 rate is traced, not compiled in) with plain SGD, on the spirals. The plot shows the median final
 training loss over seeds with a min-max band; diverged runs are left out and counted.
 
@@ -22,41 +22,24 @@ from _common import main as common_main
 import nnjax
 from nnjax.datasets import load_dataset
 from nnjax.plotting import plot_sweep
-from nnjax.training import sweep
+from nnjax.sweeps import sweep_learning_rates
 
 RATES = np.logspace(-3, 1.5, 12)  # 1e-3 .. 31.6, evenly spaced on a log scale
 
 
-def sweep_rates(data, rates, num_seeds, hidden, **options):
-    """Trains one network per (learning rate, seed) on ``data``, all in one program.
-
-    ``options`` go to ``training.sweep`` (``optimizer``, ``epochs``...). Returns the final
-    training losses, shape (rates, seeds), NaN where a run diverged; each rate's median over its
-    runs that did not diverge (NaN if all did); the index of the lowest median (None if every run
-    diverged); and the sweep's model-steps per second.
-    """
-    rates = np.asarray(rates)
-    # One model per (rate, seed) pair: rates repeat, seeds cycle.
-    result = sweep(
-        data.x_train,
-        data.y_train,
-        layer_sizes=[data.x_train.shape[1], *hidden, data.num_classes],
-        seeds=np.tile(np.arange(num_seeds), len(rates)),
-        learning_rates=np.repeat(rates, num_seeds),
-        **options,
-    )
-    final = result.history["train_loss"][:, -1].reshape(len(rates), num_seeds)
-    final = np.where(result.diverged.reshape(final.shape), np.nan, final)
-    finite = [row[np.isfinite(row)] for row in final]
-    median = np.array([np.median(row) if row.size else np.nan for row in finite])
-    best = None if np.isnan(median).all() else int(np.nanargmin(median))
-    return final, median, best, result.model_steps_per_second
-
-
 def run(rates=RATES, num_seeds=4, hidden=(32, 32), epochs=50) -> dict:
     data = load_dataset("spirals", jax.random.key(0))
-    sgd = {"optimizer": nnjax.sgd, "epochs": epochs}
-    final, median, best, speed = sweep_rates(data, rates, num_seeds, hidden, **sgd)
+    rates = np.asarray(rates)
+    sizes = [data.x_train.shape[1], *hidden, data.num_classes]
+    final, median, best, speed = sweep_learning_rates(
+        data.x_train,
+        data.y_train,
+        layer_sizes=sizes,
+        learning_rates=rates,
+        num_seeds=num_seeds,
+        optimizer=nnjax.sgd,
+        epochs=epochs,
+    )
     print(f"{final.size} models, {speed:,.0f} model-steps/s")
     for rate, loss, diverged in zip(rates, median, np.isnan(final).sum(axis=1), strict=True):
         print(f"learning rate {rate:8.2e}: median final loss {loss:.3e}, {diverged} diverged")
@@ -91,9 +74,9 @@ def plot(numbers: dict, path):
     return plot_sweep(numbers["learning_rates"], numbers["final_train_loss"], path)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     return common_main(argv, __file__, run, plot)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

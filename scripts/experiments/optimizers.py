@@ -85,9 +85,9 @@ def plot(numbers: dict, path):
     )
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     return common_main(argv, __file__, run, plot)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -25,7 +25,7 @@ from _common import save_figure
 from matplotlib.figure import Figure
 
 from nnjax.datasets import Dataset, make_moons, standardize, train_test_split
-from nnjax.training import sweep
+from nnjax.sweeps import sweep
 
 
 def noisy_moons(key, n_train: int, n_test: int, noise: float) -> Dataset:
@@ -39,7 +39,7 @@ def noisy_moons(key, n_train: int, n_test: int, noise: float) -> Dataset:
 
 def run(n_train=100, noise=0.3, hidden=(256, 256), epochs=500, l2=1e-2, dropout=0.5, seed=0):
     data = noisy_moons(jax.random.key(seed), n_train, 1000, noise)
-    # The three networks train side by side as one vmapped program (training.sweep): one seed
+    # The three networks train side by side as one vmapped program (sweeps.sweep): one seed
     # gives them the same initial weights; the L2 and dropout strengths are per model.
     history = sweep(
         data.x_train,
@@ -96,9 +96,9 @@ def plot(numbers: dict, path):
     return save_figure(fig, path)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     return common_main(argv, __file__, run, plot)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
