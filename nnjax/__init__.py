@@ -80,6 +80,8 @@ SUBMODULES = (
     "datasets",
     "diagnostics",
     "distributed",
+    "files",
+    "gradcheck",
     "initializers",
     "losses",
     "metrics",
@@ -92,6 +94,7 @@ SUBMODULES = (
     "runs",
     "steps",
     "sweeps",
+    "synthetic",
     "training",
 )
 """The public submodules, each an attribute of ``nnjax`` once first used (PEP 562)."""

@@ -26,6 +26,20 @@ import numpy as np
 
 from nnjax import activations, network
 
+__all__ = [
+    "DEAD_FRACTION_WARNING",
+    "EXPLODING_RATIO",
+    "SATURATION_THRESHOLD",
+    "VANISHING_RATIO",
+    "LayerStatistics",
+    "diagnose",
+    "diagnostic_row",
+    "history_keys",
+    "layer_statistics",
+    "update_ratios",
+    "weight_norms",
+]
+
 SATURATION_THRESHOLD = 0.1
 """A unit is saturated where its derivative is below this fraction of the derivative's maximum."""
 
