@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from nnjax import cli, gradcheck
+from nnjax import checks, cli
 
 
 def test_check_exits_with_the_result_of_the_checks(monkeypatch, capsys):
-    row = gradcheck.CheckRow("sigmoid_derivative", 0.0, 0.0, 1e-11, None, "1e-10", 0, False)
-    monkeypatch.setattr(gradcheck, "run_checks", lambda: [row])
+    row = checks.CheckRow("sigmoid_derivative", 0.0, 0.0, 1e-11, None, "1e-10", 0, False)
+    monkeypatch.setattr(checks, "run_checks", lambda: [row])
     assert cli.main(["check"]) == 1
     assert "sigmoid_derivative" in capsys.readouterr().out
 
@@ -171,6 +171,13 @@ def test_bad_options_fail_with_one_line_and_exit_2(options, message):
     assert len(lines) == 1, result.stderr
     assert re.search(message, lines[0])
     assert result.stdout == ""
+
+
+def test_the_api_names_of_options_are_aliases_of_the_short_ones():
+    short = cli._parser().parse_args(["train", "--lr", "0.5", "--dropout", "0.25"])
+    long = cli._parser().parse_args(["train", "--learning-rate", "0.5", "--dropout-rate", "0.25"])
+    assert vars(short) == vars(long)
+    assert (long.learning_rate, long.dropout) == (0.5, 0.25)
 
 
 def test_binary_loss_on_a_multiclass_dataset_is_a_usage_error(capsys):

@@ -6,8 +6,6 @@ are the full experiment, and ``plot(numbers, path)``, which draws them. ``main``
 ``[OUTPUT_DIR]``, runs both, writes ``NAME.png`` and ``NAME.json`` and exits 1 if a claim failed.
 """
 
-import json
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -15,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 from matplotlib.figure import Figure
 
 import nnjax
 from nnjax.datasets import Dataset
-from nnjax.files import atomic_write
 from nnjax.plotting import save_figure
+from nnjax.runs import write_json
 from nnjax.training import TrainResult, train
 
 __all__ = [
@@ -30,7 +27,6 @@ __all__ = [
     "new_network",
     "save_axes",
     "save_figure",
-    "to_json",
     "train_network",
 ]
 
@@ -76,19 +72,6 @@ def save_axes(fig: Figure, ax: Any, path: Path, *, title: str, xlabel: str, ylab
     return save_figure(fig, path)
 
 
-def to_json(value: Any) -> Any:
-    """Nested dicts, lists, arrays and scalars as plain JSON values; NaN and inf become null."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    array = np.asarray(value)
-    if array.ndim:
-        return to_json(array.tolist())
-    item = array.item()
-    return None if isinstance(item, float) and not math.isfinite(item) else item
-
-
 def main(argv: list[str] | None, script: str, run: Callable[[], dict], plot: Callable) -> int:
     """The command line of the experiment in file ``script``: ``python SCRIPT [OUTPUT_DIR]``;
     ``argv`` None reads ``sys.argv``."""
@@ -106,8 +89,7 @@ def main(argv: list[str] | None, script: str, run: Callable[[], dict], plot: Cal
         print(f"{'held' if held else 'FAILED'}: {claim}")
 
     json_path = out_dir / f"{name}.json"
-    with atomic_write(json_path) as f:
-        f.write((json.dumps(to_json(numbers), indent=2) + "\n").encode())
+    write_json(json_path, numbers)
     for path in (plot(numbers, out_dir / f"{name}.png"), json_path):
         print(f"wrote {path}")
     print(f"{name}: {numbers['wall_seconds']:.1f} s")
