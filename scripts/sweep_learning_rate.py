@@ -12,6 +12,7 @@ band widens where the outcome depends on the seed.
 Run it with ``python scripts/sweep_learning_rate.py [OUTPUT_DIR]`` (default ``runs/scripts/sweep``).
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -27,11 +28,9 @@ SEEDS = 4
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) > 1:
-        print("usage: python scripts/sweep_learning_rate.py [OUTPUT_DIR]", file=sys.stderr)
-        return 2
-    out_dir = Path(argv[0] if argv else "runs/scripts/sweep")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir", nargs="?", type=Path, default=Path("runs/scripts/sweep"))
+    out_dir = parser.parse_args(argv).output_dir
     data = load_dataset("moons", jax.random.key(0))
 
     # Every learning rate with every seed: a 16-16 ReLU network, nnjax.adam(rate) for each.

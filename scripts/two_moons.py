@@ -9,6 +9,7 @@ Run it with ``python scripts/two_moons.py [OUTPUT_DIR]`` (default ``runs/scripts
 it writes ``decision_boundary.png`` and ``history.png`` there.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,24 +26,21 @@ TARGET_ACCURACY = 0.99
 # tanh is zero-centred and smooth, so the boundary it draws is smooth too. Two classes with a
 # softmax output and cross-entropy: the output error is simply (p - one_hot(y)) / batch.
 ARCH = {"activation": "tanh", "loss": "softmax_cross_entropy"}
-LAYERS = [2, 16, 16, 2]
 LEARNING_RATE, EPOCHS, BATCH_SIZE = 1e-2, 100, 32
+LAYERS = [2, 16, 16, 2]
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) > 1:
-        print("usage: python scripts/two_moons.py [OUTPUT_DIR]", file=sys.stderr)
-        return 2
-    out_dir = Path(argv[0] if argv else "runs/scripts/two_moons")
-    data_key, init_key, train_key = jax.random.split(jax.random.key(SEED), 3)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir", nargs="?", type=Path, default=Path("runs/scripts/two_moons"))
+    args = parser.parse_args(argv)
 
     # The data: 500 noisy points, 20% held out, standardized with the training split's statistics.
+    data_key, init_key, train_key = jax.random.split(jax.random.key(SEED), 3)
     data = load_dataset("moons", data_key)
-    print(f"two moons: {len(data.x_train)} training and {len(data.x_test)} test points")
-
     # The network: Xavier init keeps the variance of tanh units' inputs steady from layer to layer.
     params = nnjax.init_network(init_key, LAYERS, init="xavier")
+    print(f"two moons: {len(data.x_train)} training and {len(data.x_test)} test points")
 
     # Adam scales each parameter's step by a running estimate of its gradient's size, so one
     # learning rate suits every layer. The test split is only watched (for the plot), not trained on.
@@ -51,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         data.x_train,
         data.y_train,
         model=nnjax.DenseNetwork(**ARCH),
+        validation=(data.x_test, data.y_test),
         optimizer=nnjax.adam(LEARNING_RATE),
         epochs=EPOCHS,
         batch_size=BATCH_SIZE,
         key=train_key,
-        validation=(data.x_test, data.y_test),
     )
     # The history's last entry evaluates the final network (no dropout) on each whole split.
     history = result.history
@@ -73,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     x_all = jnp.concatenate([data.x_train, data.x_test])
     y_all = jnp.concatenate([data.y_train, data.y_test])
     for path in (
-        plot_decision_boundary(predict_class, x_all, y_all, out_dir / "decision_boundary.png"),
-        plot_history(history, out_dir / "history.png"),
+        plot_decision_boundary(
+            predict_class, x_all, y_all, args.output_dir / "decision_boundary.png"
+        ),
+        plot_history(history, args.output_dir / "history.png"),
     ):
         print(f"wrote {path}")
 

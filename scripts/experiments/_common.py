@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from matplotlib.figure import Figure
 
 import nnjax
@@ -25,6 +26,7 @@ __all__ = [
     "log_axes",
     "main",
     "new_network",
+    "plot_loss_curves",
     "save_axes",
     "save_figure",
     "train_network",
@@ -70,6 +72,16 @@ def save_axes(fig: Figure, ax: Any, path: Path, *, title: str, xlabel: str, ylab
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
+
+
+def plot_loss_curves(curves: dict[str, Sequence[float]], path: Path, *, title: str) -> Path:
+    """One training-loss curve per entry of ``curves`` (label -> loss per epoch), log scale."""
+    fig, ax = log_axes()
+    for label, losses in curves.items():
+        ax.plot(np.arange(1, len(losses) + 1), losses, label=label)
+    return save_axes(
+        fig, ax, path, title=title, xlabel="epoch", ylabel="training loss (cross-entropy)"
+    )
 
 
 def main(argv: list[str] | None, script: str, run: Callable[[], dict], plot: Callable) -> int:

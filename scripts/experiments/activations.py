@@ -18,9 +18,8 @@ Run it with ``python scripts/experiments/activations.py [OUTPUT_DIR]``.
 import sys
 
 import jax
-import numpy as np
-from _common import log_axes, new_network, save_axes, train_network
 from _common import main as common_main
+from _common import new_network, plot_loss_curves, train_network
 
 import nnjax
 from nnjax.datasets import load_dataset
@@ -59,19 +58,12 @@ def run(hidden=(64, 64), epochs=100, seed=0) -> dict:
 
 
 def plot(numbers: dict, path):
-    fig, ax = log_axes()
-    for activation, losses in numbers["train_loss"].items():
-        accuracy = numbers["test_accuracy"][activation]
-        label = f"{activation} + {INITS[activation]} (test accuracy {accuracy:.0%})"
-        ax.plot(np.arange(1, len(losses) + 1), losses, label=label)
-    return save_axes(
-        fig,
-        ax,
-        path,
-        title=f"Spirals, SGD with learning rate {LEARNING_RATE}",
-        xlabel="epoch",
-        ylabel="training loss (cross-entropy)",
-    )
+    accuracy = numbers["test_accuracy"]
+    curves = {
+        f"{activation} + {INITS[activation]} (test accuracy {accuracy[activation]:.0%})": losses
+        for activation, losses in numbers["train_loss"].items()
+    }
+    return plot_loss_curves(curves, path, title=f"Spirals, SGD with learning rate {LEARNING_RATE}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,8 @@ Run it with ``python scripts/experiments/optimizers.py [OUTPUT_DIR]``.
 import sys
 
 import jax
-import numpy as np
-from _common import log_axes, new_network, save_axes, train_network
 from _common import main as common_main
+from _common import new_network, plot_loss_curves, train_network
 
 import nnjax
 from nnjax.datasets import load_dataset
@@ -61,28 +60,17 @@ def run(hidden=(64, 64), epochs=100, seed=0) -> dict:
     }
     config = {"hidden": list(hidden), "epochs": epochs, "batch_size": 32, "lr": LEARNING_RATE}
     config.update(beta=BETA, adam_lr=ADAM_LEARNING_RATE)
-    return {
-        "config": config,
-        "final_train_loss": final,
-        "test_accuracy": accuracy,
-        "train_loss": losses,
-        "claims": claims,
-    }
+    numbers = {"config": config, "final_train_loss": final, "test_accuracy": accuracy}
+    return numbers | {"train_loss": losses, "claims": claims}
 
 
 def plot(numbers: dict, path):
-    fig, ax = log_axes()
-    for name, losses in numbers["train_loss"].items():
-        ax.plot(np.arange(1, len(losses) + 1), losses, label=f"{name} ({losses[-1]:.3f})")
+    curves = {
+        f"{name} ({losses[-1]:.3f})": losses for name, losses in numbers["train_loss"].items()
+    }
     hidden = "-".join(str(n) for n in numbers["config"]["hidden"])
-    return save_axes(
-        fig,
-        ax,
-        path,
-        title=f"Spirals, {hidden} ReLU network: same start, same minibatches",
-        xlabel="epoch",
-        ylabel="training loss (cross-entropy)",
-    )
+    title = f"Spirals, {hidden} ReLU network: same start, same minibatches"
+    return plot_loss_curves(curves, path, title=title)
 
 
 def main(argv: list[str] | None = None) -> int:
