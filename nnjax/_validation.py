@@ -37,8 +37,10 @@ def check_in_range(
     low_inclusive: bool = True,
     high_inclusive: bool = False,
 ) -> None:
-    """Raises ValueError unless ``value`` is a scalar with ``low <(=) value <(=) high``, finite;
-    a traced scalar passes unchecked."""
+    """Raises ValueError unless ``value`` is a scalar with ``low <(=) value <(=) high``, finite.
+
+    A traced scalar passes unchecked.
+    """
     if not callable(value) and jnp.ndim(value) != 0:
         raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}")
     v = concrete_float(value)
@@ -123,8 +125,10 @@ def check_layer_sizes(layer_sizes: Iterable[int]) -> tuple[int, ...]:
 
 
 def check_number(name: str, value: Any, *, requirement: str | None = None, **bounds: Any) -> float:
-    """Returns ``value`` as a Python float, raising ValueError unless it is a finite number within
-    ``bounds``, the keyword arguments of :func:`check_in_range` (``low=``, ``high=``, ...).
+    """Returns ``value`` as a Python float, raising ValueError unless it is a finite number.
+
+    The number must also lie within ``bounds``, the keyword arguments of :func:`check_in_range`
+    (``low=``, ``high=``, ...).
 
     ``requirement`` (e.g. ``"a finite number >= 0"``) words the message as ``"{name} must be
     {requirement}, got ..."``; without it a range error is :func:`check_in_range`'s and a value
@@ -144,8 +148,11 @@ def check_number(name: str, value: Any, *, requirement: str | None = None, **bou
 
 
 def check_int_type(name: str, value: Any, minimum: int) -> int:
-    """Returns ``value`` as a Python int as :func:`check_int` does, but raises TypeError (not
-    ValueError) for a value that is no integer at all: a bool, a float, an array that is not 0-d."""
+    """Returns ``value`` as a Python int as :func:`check_int` does, raising TypeError for non-ints.
+
+    TypeError (not ValueError) is raised for a value that is no integer at all: a bool, a float, an
+    array that is not 0-d.
+    """
     try:
         is_integer = not isinstance(value, bool) and operator.index(value) is not None
     except TypeError:
@@ -162,8 +169,10 @@ def check_instance(name: str, value: Any, cls: type) -> None:
 
 
 def concrete_array(x: Any) -> np.ndarray | None:
-    """Returns ``x`` as a NumPy array, or None when it is traced (its values unknown until run
-    time)."""
+    """Returns ``x`` as a NumPy array, or None when it is traced.
+
+    A traced array's values are unknown until run time.
+    """
     try:
         return np.asarray(x)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
@@ -171,8 +180,10 @@ def concrete_array(x: Any) -> np.ndarray | None:
 
 
 def check_labels(name: str, labels: Any, num_classes: int | None = None) -> None:
-    """Raises ValueError unless ``labels`` are class labels: shape ``(n,)``, whole numbers in
-    ``[0, num_classes)``, or any non-negative whole numbers when ``num_classes`` is None.
+    """Raises ValueError unless ``labels`` are class labels.
+
+    Class labels have shape ``(n,)`` and are whole numbers in ``[0, num_classes)``, or any
+    non-negative whole numbers when ``num_classes`` is None.
 
     The dtype must be integer, or floating-point holding only whole numbers; bools are rejected.
     A traced array has no values until run time, so only its shape and dtype are checked.
@@ -231,8 +242,10 @@ def check_positive_int(name: str, value: Any) -> int:
 
 
 def check_seed(name: str, value: Any) -> int:
-    """Returns ``value`` as a Python int, raising ValueError unless ``0 <= value < 2**32``, the
-    seeds ``jax.random.key`` takes."""
+    """Returns ``value`` as a Python int, raising ValueError unless ``0 <= value < 2**32``.
+
+    These are the seeds ``jax.random.key`` takes.
+    """
     seed = check_int(name, value, 0)
     if seed >= 2**32:
         raise ValueError(f"{name} must be below 2**32, got {seed}")
@@ -240,8 +253,10 @@ def check_seed(name: str, value: Any) -> int:
 
 
 def check_float32(name: str, value: float) -> None:
-    """Raises ValueError for a value float32 would round to 0 or to inf: it must be 0, or
-    ``tiny <= |value| <= max`` (float32's smallest normal and largest finite numbers).
+    """Raises ValueError for a value float32 would round to 0 or to inf.
+
+    The value must be 0, or ``tiny <= |value| <= max`` (float32's smallest normal and largest
+    finite numbers).
 
     The message reads ``"{name} is not representable in float32"``: ``name`` names the value
     itself (the command line passes the text typed).

@@ -15,6 +15,22 @@ import jax.numpy as jnp
 
 from nnjax._validation import check_choice
 
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "ArrayFn",
+    "get_activation",
+    "identity",
+    "identity_derivative",
+    "relu",
+    "relu_derivative",
+    "sigmoid",
+    "sigmoid_derivative",
+    "softmax",
+    "tanh",
+    "tanh_derivative",
+]
+
 ArrayFn = Callable[[jax.Array], jax.Array]
 
 

@@ -64,10 +64,10 @@ class Checkpoint(NamedTuple):
     """A loaded checkpoint.
 
     Attributes:
-        params: the parameter pytree, with the structure of ``params_like`` and ``jnp`` array leaves.
-        opt_state: the optimizer state, with the structure of ``opt_state_like``.
-        config: the JSON-decoded config dict.
-        epoch: the epoch stored at save time.
+      params: the parameter pytree, with the structure of ``params_like`` and ``jnp`` array leaves.
+      opt_state: the optimizer state, with the structure of ``opt_state_like``.
+      config: the JSON-decoded config dict.
+      epoch: the epoch stored at save time.
     """
 
     params: Any
@@ -92,7 +92,7 @@ def _flatten(prefix: str, tree: Any) -> tuple[list[str], list[Any], Any]:
     """Leaf keys (``prefix + keystr(path)``), leaves, and treedef of ``tree``.
 
     Raises:
-        ValueError: if two leaves map to the same key.
+      ValueError: if two leaves map to the same key.
     """
     leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
     keys = [prefix + jax.tree_util.keystr(path) for path, _ in leaves_with_paths]
@@ -121,26 +121,26 @@ def save_checkpoint(
     """Writes a checkpoint atomically to ``path`` as an ``.npz`` archive.
 
     Args:
-        path: target file. Written exactly as given (no ``.npz`` is appended); its parent directory
-            is created if missing; an existing file there is replaced only once the new one is
-            complete.
-        params: any pytree of arrays, e.g. a list of ``{"W": (n_out, n_in), "b": (n_out,)}`` dicts.
-        opt_state: any pytree, e.g. ``optimizer.init(params)`` (tuples of NamedTuples of arrays and
-            int32 counts) or ``optax.EmptyState()``.
-        config: a JSON-serializable dict (hyperparameters, architecture, ...).
-        epoch: the number of completed epochs, an int ``>= 0``.
+      path: target file. Written exactly as given (no ``.npz`` is appended); its parent directory
+        is created if missing; an existing file there is replaced only once the new one is
+        complete.
+      params: any pytree of arrays, e.g. a list of ``{"W": (n_out, n_in), "b": (n_out,)}`` dicts.
+      opt_state: any pytree, e.g. ``optimizer.init(params)`` (tuples of NamedTuples of arrays and
+        int32 counts) or ``optax.EmptyState()``.
+      config: a JSON-serializable dict (hyperparameters, architecture, ...).
+      epoch: the number of completed epochs, an int ``>= 0``.
 
     Leaves are stored in the dtype JAX holds them in (Python floats and float64 numpy arrays
     become float32 unless ``jax_enable_x64`` is on), so a load gives back exactly what JAX had.
 
     Returns:
-        The path written, as a ``pathlib.Path``.
+      The path written, as a ``pathlib.Path``.
 
     Raises:
-        TypeError: if ``config`` is not a dict or not JSON-serializable, or ``epoch`` is not an int.
-        ValueError: if ``epoch < 0`` or two leaves of one tree share a key path.
-        OSError: if the file cannot be written. In every error case nothing is left at ``path``
-            except the checkpoint that was already there, and no temporary file remains.
+      TypeError: if ``config`` is not a dict or not JSON-serializable, or ``epoch`` is not an int.
+      ValueError: if ``epoch < 0`` or two leaves of one tree share a key path.
+      OSError: if the file cannot be written. In every error case nothing is left at ``path``
+        except the checkpoint that was already there, and no temporary file remains.
     """
     path = pathlib.Path(path)
     _validation.check_instance("config", config, dict)
@@ -267,8 +267,10 @@ def _opened(path: pathlib.Path) -> Iterator[tuple[Any, set[str], dict[str, Any],
 
 
 def read_metadata(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
-    """The ``(config, epoch)`` saved in a checkpoint, without reading its arrays (to compare a
-    run's options with the checkpoint's before building templates for ``load_checkpoint``).
+    """The ``(config, epoch)`` saved in a checkpoint, without reading its arrays.
+
+    Use it to compare a run's options with the checkpoint's before building templates for
+    ``load_checkpoint``.
 
     Raises FileNotFoundError and ValueError as :func:`load_checkpoint` does for the file itself.
     """
@@ -284,24 +286,24 @@ def load_checkpoint(
     The file is opened with ``numpy.load(..., allow_pickle=False)``: nothing in it is executed.
 
     Args:
-        path: the checkpoint file.
-        params_like: a pytree with the structure, shapes and dtypes of the saved parameters, e.g.
-            freshly initialized parameters. Leaves may be arrays, ``jax.ShapeDtypeStruct``s (as
-            from ``jax.eval_shape``) or scalars; their values are not used.
-        opt_state_like: likewise for the optimizer state, e.g. ``optimizer.init(params_like)``.
+      path: the checkpoint file.
+      params_like: a pytree with the structure, shapes and dtypes of the saved parameters, e.g.
+        freshly initialized parameters. Leaves may be arrays, ``jax.ShapeDtypeStruct``s (as
+        from ``jax.eval_shape``) or scalars; their values are not used.
+      opt_state_like: likewise for the optimizer state, e.g. ``optimizer.init(params_like)``.
 
     Returns:
-        ``Checkpoint(params, opt_state, config, epoch)``: the two trees have the structure of their
-        templates and ``jnp.ndarray`` leaves with the stored dtype and shape.
+      ``Checkpoint(params, opt_state, config, epoch)``: the two trees have the structure of their
+      templates and ``jnp.ndarray`` leaves with the stored dtype and shape.
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist (the message names it).
-        ValueError: if the file is not an nnjax checkpoint (not an ``.npz`` archive, no version
-            key, or holding pickled objects), is damaged (truncated, or an array fails its
-            checksum), is of a newer format version, if its set of leaf keys differs from the
-            templates' (the message lists missing and unexpected keys), or if a leaf's shape or
-            dtype differs (the message names the leaf's key path, e.g. ``params[1]['W']``, and
-            both shapes).
+      FileNotFoundError: if ``path`` does not exist (the message names it).
+      ValueError: if the file is not an nnjax checkpoint (not an ``.npz`` archive, no version
+        key, or holding pickled objects), is damaged (truncated, or an array fails its
+        checksum), is of a newer format version, if its set of leaf keys differs from the
+        templates' (the message lists missing and unexpected keys), or if a leaf's shape or
+        dtype differs (the message names the leaf's key path, e.g. ``params[1]['W']``, and
+        both shapes).
     """
     with _opened(pathlib.Path(path)) as (data, stored_keys, config, epoch):
         dtypes = json.loads(str(data[_DTYPES_KEY])) if _DTYPES_KEY in stored_keys else {}

@@ -90,8 +90,10 @@ def _float_type(
     low_inclusive: bool = True,
     high_inclusive: bool = False,
 ) -> Callable[[str], float]:
-    """A float option in the range ``_validation.check_in_range`` takes, representable in
-    float32 (training would round it to 0 or inf otherwise)."""
+    """A float option in the range ``_validation.check_in_range`` takes, representable in float32.
+
+    Training would round it to 0 or inf otherwise.
+    """
     in_range = functools.partial(
         _validation.check_in_range,
         low=low,

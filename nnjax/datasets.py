@@ -67,12 +67,12 @@ class Dataset(NamedTuple):
     """A dataset split into training and test parts, ready for a classifier.
 
     Attributes:
-        name: the dataset's name, one of :data:`DATASETS`.
-        x_train: training inputs, float32 of shape ``(n_train, n_features)``.
-        y_train: training labels, int32 of shape ``(n_train,)`` in ``[0, num_classes)``.
-        x_test: test inputs, float32 of shape ``(n_test, n_features)``.
-        y_test: test labels, int32 of shape ``(n_test,)`` in ``[0, num_classes)``.
-        num_classes: the number of classes ``K``.
+      name: the dataset's name, one of :data:`DATASETS`.
+      x_train: training inputs, float32 of shape ``(n_train, n_features)``.
+      y_train: training labels, int32 of shape ``(n_train,)`` in ``[0, num_classes)``.
+      x_test: test inputs, float32 of shape ``(n_test, n_features)``.
+      y_test: test labels, int32 of shape ``(n_test,)`` in ``[0, num_classes)``.
+      num_classes: the number of classes ``K``.
     """
 
     name: str
@@ -116,8 +116,8 @@ def load_digits() -> tuple[jax.Array, jax.Array]:
     Some pixels (at the image border) are 0 in every sample, so their standard deviation is 0.
 
     Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(1797, 64)``, ``y`` int32 of shape ``(1797,)`` with
-        the digit ``0 .. 9`` (10 classes).
+      ``(x, y)``: ``x`` float32 of shape ``(1797, 64)``, ``y`` int32 of shape ``(1797,)`` with
+      the digit ``0 .. 9`` (10 classes).
     """
     return _load_sklearn("digits")
 
@@ -126,9 +126,9 @@ def load_breast_cancer() -> tuple[jax.Array, jax.Array]:
     """The Wisconsin diagnostic breast cancer data bundled with scikit-learn (offline).
 
     Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(569, 30)`` (30 real-valued features of cell nuclei,
-        on very different scales), ``y`` int32 of shape ``(569,)`` with 0 = malignant,
-        1 = benign (2 classes).
+      ``(x, y)``: ``x`` float32 of shape ``(569, 30)`` (30 real-valued features of cell nuclei,
+      on very different scales), ``y`` int32 of shape ``(569,)`` with 0 = malignant,
+      1 = benign (2 classes).
     """
     return _load_sklearn("breast_cancer")
 
@@ -137,9 +137,9 @@ def load_iris() -> tuple[jax.Array, jax.Array]:
     """Fisher's iris data bundled with scikit-learn (offline).
 
     Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(150, 4)`` (sepal length, sepal width, petal length,
-        petal width in cm), ``y`` int32 of shape ``(150,)`` with 0 = setosa, 1 = versicolor,
-        2 = virginica (3 classes, 50 samples each).
+      ``(x, y)``: ``x`` float32 of shape ``(150, 4)`` (sepal length, sepal width, petal length,
+      petal width in cm), ``y`` int32 of shape ``(150,)`` with 0 = setosa, 1 = versicolor,
+      2 = virginica (3 classes, 50 samples each).
     """
     return _load_sklearn("iris")
 
@@ -172,23 +172,23 @@ def train_test_split(
     part the rest. Every row lands in exactly one part; none is lost or repeated.
 
     Args:
-        key: a ``jax.random`` key choosing the permutation; the same key gives the same split.
-        x: inputs of shape ``(n, ...)``, usually ``(n, n_features)``.
-        y: labels of shape ``(n,)``.
-        test_fraction: the fraction of rows put in the test part, strictly between 0 and 1.
+      key: a ``jax.random`` key choosing the permutation; the same key gives the same split.
+      x: inputs of shape ``(n, ...)``, usually ``(n, n_features)``.
+      y: labels of shape ``(n,)``.
+      test_fraction: the fraction of rows put in the test part, strictly between 0 and 1.
 
     Returns:
-        ``(x_train, y_train, x_test, y_test)`` with shapes ``(n_train, ...)``, ``(n_train,)``,
-        ``(n_test, ...)``, ``(n_test,)`` where ``n_train + n_test == n``. The dtypes are those of
-        ``jnp.asarray(x)`` and ``jnp.asarray(y)``: unchanged for float32 and int32 inputs, but
-        float64 and int64 inputs come back as float32 and int32 (JAX's default) unless
-        ``jax_enable_x64`` is on.
+      ``(x_train, y_train, x_test, y_test)`` with shapes ``(n_train, ...)``, ``(n_train,)``,
+      ``(n_test, ...)``, ``(n_test,)`` where ``n_train + n_test == n``. The dtypes are those of
+      ``jnp.asarray(x)`` and ``jnp.asarray(y)``: unchanged for float32 and int32 inputs, but
+      float64 and int64 inputs come back as float32 and int32 (JAX's default) unless
+      ``jax_enable_x64`` is on.
 
     Raises:
-        ValueError: if ``test_fraction`` is not in ``(0, 1)``, ``y`` is not 1-D, ``x`` and ``y``
-            have different numbers of rows, either part would be empty, or ``x`` or ``y`` holds
-            NaN or inf (the message names the column of ``x``; checked only for concrete arrays,
-            not traced ones inside ``jax.jit``).
+      ValueError: if ``test_fraction`` is not in ``(0, 1)``, ``y`` is not 1-D, ``x`` and ``y``
+        have different numbers of rows, either part would be empty, or ``x`` or ``y`` holds
+        NaN or inf (the message names the column of ``x``; checked only for concrete arrays,
+        not traced ones inside ``jax.jit``).
     """
     test_fraction = _check_test_fraction(test_fraction)
     x = jnp.asarray(x)
@@ -247,20 +247,20 @@ def standardize(
     shifted in the test split: never NaN or inf.
 
     Args:
-        x_train: training inputs of shape ``(n_train, n_features)`` (or ``(n_train, ...)``), at
-            least one row. Integer inputs are converted to float32.
-        x_test: test inputs of shape ``(n_test, n_features)``, the same trailing shape.
+      x_train: training inputs of shape ``(n_train, n_features)`` (or ``(n_train, ...)``), at
+        least one row. Integer inputs are converted to float32.
+      x_test: test inputs of shape ``(n_test, n_features)``, the same trailing shape.
 
     Returns:
-        ``(x_train_std, x_test_std, mean, std)``: the scaled splits with the input shapes, and the
-        per-feature ``mean`` and ``std`` of shape ``(n_features,)`` (``std`` 1 for constant
-        features).
+      ``(x_train_std, x_test_std, mean, std)``: the scaled splits with the input shapes, and the
+      per-feature ``mean`` and ``std`` of shape ``(n_features,)`` (``std`` 1 for constant
+      features).
 
     Raises:
-        ValueError: if ``x_train`` has no rows, the splits' feature shapes differ, or either split
-            holds NaN or inf (one NaN would otherwise make its column's mean, and so the whole
-            column of both splits, NaN). The message names the split and the column; the check
-            runs only for concrete arrays, not traced ones inside ``jax.jit``.
+      ValueError: if ``x_train`` has no rows, the splits' feature shapes differ, or either split
+        holds NaN or inf (one NaN would otherwise make its column's mean, and so the whole
+        column of both splits, NaN). The message names the split and the column; the check
+        runs only for concrete arrays, not traced ones inside ``jax.jit``.
     """
     x_train = jnp.asarray(x_train)
     x_test = jnp.asarray(x_test)
@@ -304,22 +304,22 @@ def load_dataset(
     nothing to hold out), they are not standardized (they stay 0/1), and ``key`` is not used.
 
     Args:
-        name: one of :data:`DATASETS`: ``"xor"``, ``"moons"``, ``"circles"``, ``"spirals"``,
-            ``"digits"``, ``"breast_cancer"``, ``"iris"``.
-        key: a ``jax.random`` key; the same key gives the same dataset and split.
-        test_fraction: the fraction of samples held out for testing, strictly between 0 and 1.
-        n_samples: the total number of points for the synthetic datasets (``"moons"``,
-            ``"circles"``, ``"spirals"``); None uses each generator's default. The other
-            datasets have a fixed size and accept only None.
+      name: one of :data:`DATASETS`: ``"xor"``, ``"moons"``, ``"circles"``, ``"spirals"``,
+        ``"digits"``, ``"breast_cancer"``, ``"iris"``.
+      key: a ``jax.random`` key; the same key gives the same dataset and split.
+      test_fraction: the fraction of samples held out for testing, strictly between 0 and 1.
+      n_samples: the total number of points for the synthetic datasets (``"moons"``,
+        ``"circles"``, ``"spirals"``); None uses each generator's default. The other
+        datasets have a fixed size and accept only None.
 
     Returns:
-        A :class:`Dataset` with float32 inputs of shape ``(n, n_features)``, int32 labels of
-        shape ``(n,)`` and ``num_classes``.
+      A :class:`Dataset` with float32 inputs of shape ``(n, n_features)``, int32 labels of
+      shape ``(n,)`` and ``num_classes``.
 
     Raises:
-        ValueError: for an unknown ``name`` (the message lists the choices), ``test_fraction``
-            outside ``(0, 1)``, a bad ``n_samples``, or ``n_samples`` given for a fixed-size
-            dataset.
+      ValueError: for an unknown ``name`` (the message lists the choices), ``test_fraction``
+        outside ``(0, 1)``, a bad ``n_samples``, or ``n_samples`` given for a fixed-size
+        dataset.
     """
     check_choice("dataset name", name, DATASETS)
     test_fraction = _check_test_fraction(test_fraction)

@@ -58,8 +58,10 @@ class LayerStatistics(NamedTuple):
 
 
 def _saturated(name: str, z: jax.Array) -> jax.Array:
-    """Where the derivative of activation ``name`` at ``z`` is below ``SATURATION_THRESHOLD`` of
-    its maximum; all False for an activation that does not saturate."""
+    """Where the derivative of activation ``name`` at ``z`` is below a fraction of its maximum.
+
+    The fraction is ``SATURATION_THRESHOLD``; all False for an activation that does not saturate.
+    """
     max_derivative = {"sigmoid": 0.25, "tanh": 1.0}  # sigma'(0) and tanh'(0)
     if name not in max_derivative:
         return jnp.zeros(z.shape, bool)

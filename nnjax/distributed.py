@@ -167,8 +167,10 @@ def data_parallel(devices: int | str = "all") -> DataParallel:
 def place(
     layout: DataParallel | None, state: tuple, data: tuple, with_validation: bool
 ) -> tuple[tuple, tuple]:
-    """Puts ``state`` (parameters, optimizer state, hyperparameters, then the key) and ``data``
-    (``x, y, x_val, y_val``) on the default device, or on the devices of ``layout``.
+    """Puts ``state`` and ``data`` on the default device, or on the devices of ``layout``.
+
+    ``state`` holds the parameters, optimizer state, hyperparameters, then the key; ``data`` holds
+    ``x, y, x_val, y_val``.
 
     With several processes, ``data`` holds this process's rows only; they become global arrays
     split along their rows (``layout.data``), the processes' rows concatenated in process order.

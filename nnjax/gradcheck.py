@@ -155,8 +155,10 @@ class GradCheckReport(NamedTuple):
 
     @property
     def finite_difference_error(self) -> float:
-        """The largest finite-difference error over leaves; NaN if any leaf's is NaN (a NaN
-        derivative, or no coordinate away from a kink)."""
+        """The largest finite-difference error over leaves.
+
+        NaN if any leaf's is NaN (a NaN derivative, or no coordinate away from a kink).
+        """
         return _max_with_nan(leaf.finite_difference_error for leaf in self.leaves)
 
     @property
@@ -221,8 +223,11 @@ class _Probes(NamedTuple):
 
 
 def _sample_coordinates(key: jax.Array, size: int, max_coordinates: int) -> np.ndarray:
-    """Indices ``0..size-1`` if ``size <= max_coordinates``, else ``max_coordinates`` of them
-    drawn without replacement; sorted."""
+    """Sorted indices from ``0..size-1``: all of them, or ``max_coordinates`` of them.
+
+    All are taken if ``size <= max_coordinates``, else ``max_coordinates`` of them are drawn
+    without replacement.
+    """
     if size <= max_coordinates:
         return np.arange(size)
     return np.sort(np.asarray(jax.random.choice(key, size, (max_coordinates,), replace=False)))
@@ -266,8 +271,11 @@ def _evaluate(
     theta: jax.Array,
     probes: _Probes,
 ) -> tuple[np.ndarray, ...]:
-    """One jitted program: the manual and reverse-mode gradients, the JVPs along the directions,
-    and ``f`` at ``theta`` and at ``theta`` plus and minus each offset, as NumPy arrays."""
+    """One jitted program computing the gradients, JVPs and values of ``f``, as NumPy arrays.
+
+    These are the manual and reverse-mode gradients, the JVPs along the directions, and ``f`` at
+    ``theta`` and at ``theta`` plus and minus each offset.
+    """
 
     def f_flat(t):
         return f(unravel(t))
@@ -325,8 +333,11 @@ def _forward_error(directions: np.ndarray, manual: np.ndarray, jvps: np.ndarray)
 def _finite_difference_error(
     w: _Witnesses, in_leaf: np.ndarray, scale: float, kink_tolerance: float
 ) -> tuple[float, int, int]:
-    """The leaf's finite-difference error (NaN if every coordinate is near a kink), the number of
-    coordinates it is measured on and the number left out as near a kink."""
+    """The leaf's finite-difference error and the numbers of coordinates measured and left out.
+
+    In order: the error (NaN if every coordinate is near a kink), the number of coordinates it is
+    measured on and the number left out as near a kink.
+    """
     kink = in_leaf & (w.one_sided_gap > kink_tolerance * max(scale, _TINY))
     ok = in_leaf & ~kink
     if not ok.any():
@@ -402,8 +413,10 @@ def check_gradient(
 
 
 def tree_relative_error(actual: Any, expected: Any) -> float:
-    """Largest leafwise :math:`\\|a - e\\|_\\infty / \\|e\\|_\\infty` over two matching pytrees; NaN if
-    any leaf's is NaN."""
+    """Largest leafwise :math:`\\|a - e\\|_\\infty / \\|e\\|_\\infty` over two matching pytrees.
+
+    NaN if any leaf's is NaN.
+    """
     return _max_with_nan(
         float(jnp.max(jnp.abs(a - e)) / jnp.maximum(jnp.max(jnp.abs(e)), jnp.finfo(e.dtype).tiny))
         for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True)

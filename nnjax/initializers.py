@@ -21,6 +21,14 @@ import jax.numpy as jnp
 
 from nnjax import _validation
 
+__all__ = [
+    "INITIALIZERS",
+    "Initializer",
+    "he_init",
+    "xavier_init",
+    "xavier_uniform_init",
+]
+
 Initializer = Callable[..., jax.Array]
 
 

@@ -18,6 +18,17 @@ import numpy as np
 from nnjax import _validation
 from nnjax.activations import sigmoid, softmax
 
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_derivative",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_derivative",
+    "mse_derivative",
+    "mse_loss",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_derivative",
+]
+
 
 def _check_pair(
     y_true: jax.Array, y_pred: jax.Array, pred_name: str = "y_pred"

@@ -1,5 +1,6 @@
-"""What training measures: targets in the format a loss needs, accuracy, ``evaluate`` and the
-names of the per-epoch history series.
+"""What training measures: targets, accuracy, ``evaluate`` and the history series' names.
+
+The targets are in the format a loss needs; the history series are per-epoch.
 
 ``HISTORY_KEYS`` is the one list of history names: ``train`` records them, ``plot_history`` draws
 them, run folders store them.
@@ -36,8 +37,10 @@ the validation set."""
 
 
 def history_keys(loss: str, with_validation: bool) -> tuple[str, ...]:
-    """The entries of ``HISTORY_KEYS`` a run records: no accuracy for ``loss="mse"``, no ``val_*``
-    without validation data."""
+    """The entries of ``HISTORY_KEYS`` a run records.
+
+    No accuracy for ``loss="mse"``, no ``val_*`` without validation data.
+    """
     return tuple(
         key
         for key in HISTORY_KEYS

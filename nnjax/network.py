@@ -61,8 +61,10 @@ __all__ = [
 
 
 class OutputLoss(NamedTuple):
-    """An output activation paired with the loss computed from its logits, and that loss's
-    derivative with respect to the logits (the output error :math:`\\partial L / \\partial z^{(L)}`).
+    """An output activation paired with the loss computed from its logits, and its derivative.
+
+    The derivative is that loss's with respect to the logits (the output error
+    :math:`\\partial L / \\partial z^{(L)}`).
     """
 
     activation: Callable[[jax.Array], jax.Array]

@@ -31,6 +31,18 @@ import optax
 
 from nnjax import _validation
 
+__all__ = [
+    "OPTIMIZERS",
+    "AdamState",
+    "MomentumState",
+    "ScalarOrSchedule",
+    "SgdState",
+    "adam",
+    "classical_momentum",
+    "momentum",
+    "sgd",
+]
+
 ScalarOrSchedule = float | jax.Array | optax.Schedule
 
 
@@ -64,34 +76,49 @@ def _check_decay(name: str, beta: float) -> None:
     _validation.check_in_range(name, beta, low=0.0, high=1.0)
 
 
-def _bias_correction(beta: float, count: jax.Array, like: jax.Array) -> jax.Array:
-    """:math:`1 - \beta^t` in ``like``'s dtype, computed in at least float32 (as optax does): in
+def _update_moment(
+    grads: Any, moments: Any, decay: float, order: int = 1, weight: float | None = None
+) -> Any:
+    r"""The moment :math:`m_t = c\,g_t^{order} + \beta m_{t-1}`, with :math:`c = 1 - \beta` by default.
+
+    As ``optax.tree_utils.tree_update_moment``, leaf by leaf, with :math:`c` and :math:`\beta` cast
+    to each gradient's dtype, so a float64 hyperparameter never promotes float32 state.
+
+    Args:
+      grads: the gradients :math:`g_t`.
+      moments: the previous moments :math:`m_{t-1}`, the same structure.
+      decay: :math:`\beta`.
+      order: the power of the gradient: 1 for a mean, 2 for a second moment.
+      weight: :math:`c`; ``1 - decay`` when None.
+
+    Returns:
+      The new moments, in the gradients' dtypes.
+    """
+    c = 1 - decay if weight is None else weight
+    return jax.tree.map(
+        lambda g, m: jnp.asarray(c, g.dtype) * g**order + jnp.asarray(decay, g.dtype) * m,
+        grads,
+        moments,
+    )
+
+
+def _bias_correction(beta: float, t: jax.Array, like: jax.Array) -> jax.Array:
+    r""":math:`1 - \beta^t` in ``like``'s dtype, computed in at least float32 (as optax does): in
     bfloat16, 0.999 rounds to 1 and the correction would be 0."""
-    dtype = jnp.promote_types(like.dtype, jnp.float32)
-    return (1 - jnp.asarray(beta, dtype) ** count).astype(like.dtype)
+    dtype = jnp.float32 if jnp.finfo(like.dtype).bits < 32 else like.dtype
+    base = jnp.asarray(beta, dtype)
+    # base ** t as jnp.power computes it, without its implicit int-to-float promotion: repeated
+    # multiplication for a concrete t (an update run eagerly), XLA's pow for a traced one.
+    concrete_t = _validation.concrete_float(t)
+    if concrete_t is None:
+        return (1 - jax.lax.pow(base, t.astype(dtype))).astype(like.dtype)
+    return (1 - jax.lax.integer_pow(base, int(concrete_t))).astype(like.dtype)
 
 
 def _scaled(learning_rate: ScalarOrSchedule, count: jax.Array, direction: Any) -> Any:
-    """Returns :math:`-\\alpha_t \\cdot` direction, leaf by leaf, in each leaf's dtype."""
-    lr = learning_rate(count) if callable(learning_rate) else learning_rate
-    return jax.tree.map(lambda d: jnp.asarray(-lr, d.dtype) * d, direction)
-
-
-def _like(value: Any, leaf: jax.Array) -> jax.Array:
-    """A hyperparameter in the leaf's dtype, so a float64 scalar never promotes float32 state."""
-    return jnp.asarray(value, leaf.dtype)
-
-
-def _zeros_like(params: Any) -> Any:
-    return jax.tree.map(jnp.zeros_like, params)
-
-
-def _count() -> jax.Array:
-    return jnp.zeros([], jnp.int32)
-
-
-def _increment(count: jax.Array) -> jax.Array:
-    return optax.safe_increment(count)
+    r"""Returns :math:`-\alpha_t \cdot` direction, leaf by leaf, in each leaf's dtype."""
+    alpha = learning_rate(count) if callable(learning_rate) else learning_rate
+    return jax.tree.map(lambda d: jnp.asarray(-alpha, d.dtype) * d, direction)
 
 
 def sgd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
@@ -104,11 +131,12 @@ def sgd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
 
     def init_fn(params):
         del params
-        return SgdState(_count())
+        return SgdState(jnp.zeros([], jnp.int32))
 
     def update_fn(grads, state, params=None):
         del params
-        return _scaled(learning_rate, state.count, grads), SgdState(_increment(state.count))
+        updates = _scaled(learning_rate, state.count, grads)
+        return updates, SgdState(optax.safe_increment(state.count))
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -123,20 +151,16 @@ def _momentum(
     _check_decay("beta", beta)
 
     def init_fn(params):
-        return MomentumState(_count(), _zeros_like(params))
+        return MomentumState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
 
     def update_fn(grads, state, params=None):
         del params
-        velocity = jax.tree.map(
-            lambda g, v: _like(gradient_weight, g) * g + _like(beta, g) * v, grads, state.velocity
-        )
-        direction = (
-            jax.tree.map(lambda g, v: g + _like(beta, g) * v, grads, velocity)
-            if nesterov
-            else velocity
-        )
+        v = _update_moment(grads, state.velocity, beta, weight=gradient_weight)
+        direction = v
+        if nesterov:
+            direction = jax.tree.map(lambda g, v_t: g + jnp.asarray(beta, g.dtype) * v_t, grads, v)
         updates = _scaled(learning_rate, state.count, direction)
-        return updates, MomentumState(_increment(state.count), velocity)
+        return updates, MomentumState(optax.safe_increment(state.count), v)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -212,26 +236,24 @@ def adam(
     _validation.check_in_range("eps_root", eps_root, low=0.0)
 
     def init_fn(params):
-        return AdamState(_count(), _zeros_like(params), _zeros_like(params))
+        m, v = jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, params)
+        return AdamState(jnp.zeros([], jnp.int32), m, v)
 
     def update_fn(grads, state, params=None):
         del params
-        mu = jax.tree.map(
-            lambda g, m: _like(1 - beta1, g) * g + _like(beta1, g) * m, grads, state.mu
-        )
-        nu = jax.tree.map(
-            lambda g, v: _like(1 - beta2, g) * (g * g) + _like(beta2, g) * v, grads, state.nu
-        )
-        count = _increment(state.count)
+        m = _update_moment(grads, state.mu, beta1, order=1)
+        v = _update_moment(grads, state.nu, beta2, order=2)
+        t = optax.safe_increment(state.count)
 
         def step(m, v):
             # In the moments' dtype: no float64 enters a float32 program, even under x64.
-            m_hat = m / _bias_correction(beta1, count, m)
-            v_hat = v / _bias_correction(beta2, count, v)
-            return m_hat / (jnp.sqrt(v_hat + _like(eps_root, v)) + _like(epsilon, v))
+            m_hat = m / _bias_correction(beta1, t, m)
+            v_hat = v / _bias_correction(beta2, t, v)
+            sqrt_v_hat = jnp.sqrt(v_hat + jnp.asarray(eps_root, v.dtype))
+            return m_hat / (sqrt_v_hat + jnp.asarray(epsilon, v.dtype))
 
-        updates = _scaled(learning_rate, state.count, jax.tree.map(step, mu, nu))
-        return updates, AdamState(count, mu, nu)
+        updates = _scaled(learning_rate, state.count, jax.tree.map(step, m, v))
+        return updates, AdamState(t, m, v)
 
     return optax.GradientTransformation(init_fn, update_fn)
 

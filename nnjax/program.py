@@ -29,8 +29,10 @@ __all__ = ["EpochMetrics", "ProgramConfig", "build_program", "compiled_program",
 
 
 class EpochMetrics(NamedTuple):
-    """Per-epoch metrics of a program call, each of shape ``(max_epochs,)``; NaN where absent
-    (validation without validation data, accuracy for ``mse``, epochs not run).
+    """Per-epoch metrics of a program call, each of shape ``(max_epochs,)``.
+
+    Each is NaN where absent (validation without validation data, accuracy for ``mse``, epochs not
+    run).
 
     ``diagnostics`` maps each name of ``diagnostics.history_keys`` to its series, NaN in the
     epochs not recorded; it is empty without diagnostics.
@@ -102,8 +104,10 @@ def _guarded_epoch(config: ProgramConfig) -> Callable:
 
 
 def _diagnostics(config: ProgramConfig, state: steps.EpochState, x, y, hyper, epoch, keys):
-    """``diagnostics.diagnostic_row`` on the first ``diagnostics_batch`` samples every
-    ``diagnostics_every`` epochs, NaN in the others; as a dict named by ``keys``."""
+    """``diagnostics.diagnostic_row`` every ``diagnostics_every`` epochs, a dict named by ``keys``.
+
+    It is taken on the first ``diagnostics_batch`` samples, NaN in the other epochs.
+    """
     model = config.model
 
     def compute():

@@ -17,6 +17,14 @@ import optax
 
 from nnjax import _validation
 
+__all__ = [
+    "add_l2_penalty",
+    "dropout_backward",
+    "dropout_forward",
+    "l2_regularization",
+    "l2_regularization_gradient",
+]
+
 
 def l2_regularization(weights: Sequence[jax.Array], lambda_: float) -> jax.Array:
     r"""The L2 penalty :math:`L_{\text{reg}} = \frac{\lambda}{2}\sum_{l=1}^L \|w^{(l)}\|_2^2`.
@@ -47,7 +55,7 @@ def _is_weight_matrix(leaf: jax.Array) -> bool:
 
 
 def add_l2_penalty(
-    lambda_: float, mask: Callable[[Any], Any] | None = None
+    l2: float, mask: Callable[[Any], Any] | None = None
 ) -> optax.GradientTransformation:
     r"""An optax transformation that adds the L2 gradient :math:`\lambda w` to the gradients.
 
@@ -57,11 +65,11 @@ def add_l2_penalty(
         optax.chain(nnjax.add_l2_penalty(1e-4), nnjax.adam(1e-3))
 
     Args:
-      lambda_: the strength :math:`\lambda \ge 0` (a float, or a traced scalar in a sweep).
+      l2: the strength :math:`\lambda \ge 0` (a float, or a traced scalar in a sweep).
       mask: a function from the parameters to a pytree of booleans, True where the penalty
         applies. By default every leaf with two or more dimensions (weight matrices) and no bias.
     """
-    _validation.check_in_range("lambda_", lambda_, low=0.0)
+    _validation.check_in_range("l2", l2, low=0.0)
 
     def init_fn(params):
         del params
@@ -74,7 +82,7 @@ def add_l2_penalty(
             )
         selected = mask(params) if mask is not None else jax.tree.map(_is_weight_matrix, params)
         updates = jax.tree.map(
-            lambda g, w, on: g + jnp.asarray(lambda_, g.dtype) * w if on else g,
+            lambda g, w, on: g + jnp.asarray(l2, g.dtype) * w if on else g,
             updates,
             params,
             selected,

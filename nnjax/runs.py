@@ -1,12 +1,11 @@
 """Training runs: a configuration in, a run folder out.
 
-A run is a configuration (``make_config``: dataset, architecture, optimizer and its
-hyperparameters, epochs, seed...) and everything it determines (``Run``: the data, the initial
-parameters, the random keys, the optimizer). ``train`` trains it from scratch or from where a run
-folder's checkpoint stopped (``resume``); ``write_run_folder`` writes the folder that
-``nnjax train`` writes: ``checkpoint.npz``, ``metrics.json`` (configuration, per-epoch history,
-test metrics, timings, versions) and the PNG plots; ``load_run_folder`` and ``write_plots``
-redraw the plots of a folder::
+A run is a configuration (``make_config``: dataset, architecture, optimizer and its hyperparameters,
+epochs, seed...) and everything it determines (``Run``: the data, the initial parameters, the random
+keys, the optimizer). ``train`` trains it from scratch or from where a run folder's checkpoint
+stopped (``resume``); ``write_run_folder`` writes the folder that ``nnjax train`` writes:
+``checkpoint.npz``, ``metrics.json`` (configuration, per-epoch history, test metrics, timings,
+versions) and the PNG plots; ``load_run_folder`` and ``write_plots`` redraw the plots of a folder::
 
     run = runs.Run(runs.make_config(dataset="xor", hidden=[4], activation="sigmoid", epochs=100))
     trained = runs.train(run)
@@ -96,9 +95,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 
 def make_config(**options: Any) -> dict[str, Any]:
-    """A run's configuration, JSON-serializable: ``DEFAULT_CONFIG`` updated with ``options``
-    (its keys, e.g. ``dataset="moons", hidden=[16, 16]``), ``init`` and ``learning_rate``
-    resolved, ``hidden`` a list."""
+    """A run's JSON-serializable config: ``DEFAULT_CONFIG`` updated with ``options`` (its keys).
+
+    E.g. ``dataset="moons", hidden=[16, 16]``; ``init`` and ``learning_rate`` come resolved, ``hidden`` a list.
+    """
     unknown = sorted(set(options) - set(DEFAULT_CONFIG))
     if unknown:
         raise TypeError(f"unknown run options: {', '.join(unknown)}")
@@ -209,9 +209,10 @@ def resolve_devices(run: Run, requested: int | str | None) -> int | str | None:
 
 
 def process_shares(data: datasets.Dataset, *, quiet: bool = True) -> tuple[tuple, tuple]:
-    """This process's ``(x_train, y_train)`` and ``(x_test, y_test)``: all of them in a
-    single-process run; in a multi-process one, its rows (``distributed.process_rows``) of the
-    data trimmed to a multiple of the devices, with a note unless ``quiet``."""
+    """This process's ``(x_train, y_train)`` and ``(x_test, y_test)``: all of them in one process.
+
+    Else its rows (``distributed.process_rows``), trimmed to a multiple of the devices (noted unless ``quiet``).
+    """
     if jax.process_count() == 1:
         return (data.x_train, data.y_train), (data.x_test, data.y_test)
     shares = []
@@ -379,9 +380,10 @@ def _metrics(run: Run, trained: Trained, params: Any) -> dict[str, Any]:
 
 
 def write_run_folder(run: Run, trained: Trained, folder: str | os.PathLike[str]) -> Written:
-    """Writes ``folder`` (created if missing) for ``train``'s ``trained``: the checkpoint,
-    metrics.json and, unless training diverged, the plots. In a multi-process run only process 0
-    calls it (``is_lead_process``)."""
+    """Writes ``train``'s ``trained`` into ``folder``: the checkpoint, metrics.json and the plots.
+
+    ``folder`` is created if missing; no plots if training diverged. Only process 0 calls it (``is_lead_process``).
+    """
     folder = Path(folder)
     # On this process's devices only, for the evaluation and plots below.
     params, opt_state = jax.device_get((trained.result.params, trained.result.opt_state))
@@ -426,11 +428,9 @@ _LAYER_PLOTS = (
 
 
 def write_plots(run: Run, params: Any, history: dict[str, list[float]], folder: Path) -> list[Path]:
-    """Draws a run's plots into ``folder``: history, activations, confusion matrix, the
-    diagnostics' per-layer series if recorded, the decision boundary of 2-D data.
+    """Draws a run's history, activations and confusion matrix into ``folder``; returns the paths.
 
-    Returns:
-      The paths written.
+    Also the diagnostics' per-layer series if recorded, and the decision boundary of 2-D data.
     """
     from nnjax import plotting  # deferred: matplotlib takes a while to import
 
@@ -477,9 +477,10 @@ def versions() -> dict[str, str]:
 
 
 def finite_or_null(value: Any) -> Any:
-    """``value`` as plain JSON values, every NaN or infinite float replaced by None (JSON has no
-    NaN): dicts (keys as strings), lists for tuples and arrays, Python scalars for NumPy and JAX
-    ones."""
+    """``value`` as plain JSON values, NaN and infinite floats replaced by None (JSON has no NaN).
+
+    Dicts (keys as strings), lists for tuples and arrays, Python scalars for NumPy and JAX ones.
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

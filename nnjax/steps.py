@@ -43,8 +43,9 @@ OptimizerFactory = Callable[[Any], optax.GradientTransformation]
 
 
 class Hyperparameters(NamedTuple):
-    """The float hyperparameters of a training program: traced, so changing them never recompiles
-    (and a sweep can vmap over them).
+    """The float hyperparameters of a training program.
+
+    They are traced, so changing them never recompiles (and a sweep can vmap over them).
 
     Attributes:
       learning_rate: given to an ``OptimizerFactory``; None with a fixed optimizer, which holds

@@ -58,8 +58,10 @@ def _checked_seeds(seeds: Sequence[int]) -> jax.Array:
 
 
 def _per_model(name: str, value: Any, num_models: int, dtype: jnp.dtype) -> jax.Array:
-    """A scalar is used by every model; a sequence must have one entry per model. Each value is
-    range-checked as ``train`` checks its own."""
+    """One value per model: a scalar is used by every model; a sequence must have one per model.
+
+    Each value is range-checked as ``train`` checks its own.
+    """
     array = jnp.asarray(value, dtype)
     if array.ndim == 0:
         array = jnp.full((num_models,), array)

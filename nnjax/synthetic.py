@@ -28,8 +28,10 @@ def _shuffle(key: jax.Array, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax
 def _two_classes(
     key: jax.Array, noise: jax.Array, outer: jax.Array, inner: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Class 0 (the ``outer`` points) then class 1 (``inner``), Gaussian noise of standard
-    deviation ``noise`` added to every coordinate, rows shuffled."""
+    """Class 0 (the ``outer`` points) then class 1 (``inner``), rows shuffled.
+
+    Gaussian noise of standard deviation ``noise`` is added to every coordinate.
+    """
     x = jnp.concatenate([outer, inner], axis=0)
     y = jnp.concatenate([jnp.zeros(len(outer), jnp.int32), jnp.ones(len(inner), jnp.int32)])
     noise_key, perm_key = jax.random.split(key)
@@ -41,8 +43,8 @@ def make_xor() -> tuple[jax.Array, jax.Array]:
     """The four points of the XOR problem.
 
     Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(4, 2)`` is ``[[0, 0], [0, 1], [1, 0], [1, 1]]`` and
-        ``y`` int32 of shape ``(4,)`` is ``[0, 1, 1, 0]`` (the XOR of the two inputs).
+      ``(x, y)``: ``x`` float32 of shape ``(4, 2)`` is ``[[0, 0], [0, 1], [1, 0], [1, 1]]`` and
+      ``y`` int32 of shape ``(4,)`` is ``[0, 1, 1, 0]`` (the XOR of the two inputs).
     """
     x = jnp.asarray([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=jnp.float32)
     y = jnp.asarray([0, 1, 1, 0], dtype=jnp.int32)
@@ -71,16 +73,16 @@ def make_moons(
     noise of standard deviation ``noise`` is added to every coordinate, and the rows are shuffled.
 
     Args:
-        key: a ``jax.random`` key; the same key gives bit-identical arrays.
-        n_samples: total number of points, an integer >= 2 (so both classes are present).
-        noise: standard deviation of the Gaussian noise added to each coordinate, >= 0.
+      key: a ``jax.random`` key; the same key gives bit-identical arrays.
+      n_samples: total number of points, an integer >= 2 (so both classes are present).
+      noise: standard deviation of the Gaussian noise added to each coordinate, >= 0.
 
     Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(n_samples, 2)``, ``y`` int32 of shape
-        ``(n_samples,)`` with values in ``{0, 1}``.
+      ``(x, y)``: ``x`` float32 of shape ``(n_samples, 2)``, ``y`` int32 of shape
+      ``(n_samples,)`` with values in ``{0, 1}``.
 
     Raises:
-        ValueError: if ``n_samples`` is not an integer >= 2 or ``noise`` is negative or not finite.
+      ValueError: if ``n_samples`` is not an integer >= 2 or ``noise`` is negative or not finite.
     """
     n_samples = check_int("n_samples", n_samples, 2)
     noise = check_number("noise", noise, low=0.0, requirement=_NOISE_REQUIREMENT)
@@ -111,18 +113,18 @@ def make_circles(
     deviation ``noise`` is added to every coordinate, and the rows are shuffled.
 
     Args:
-        key: a ``jax.random`` key; the same key gives bit-identical arrays.
-        n_samples: total number of points, an integer >= 2 (so both classes are present).
-        noise: standard deviation of the Gaussian noise added to each coordinate, >= 0.
-        factor: radius of the inner circle relative to the outer one, in ``[0, 1)``.
+      key: a ``jax.random`` key; the same key gives bit-identical arrays.
+      n_samples: total number of points, an integer >= 2 (so both classes are present).
+      noise: standard deviation of the Gaussian noise added to each coordinate, >= 0.
+      factor: radius of the inner circle relative to the outer one, in ``[0, 1)``.
 
     Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(n_samples, 2)``, ``y`` int32 of shape
-        ``(n_samples,)`` with values in ``{0, 1}`` (0 = outer circle, 1 = inner circle).
+      ``(x, y)``: ``x`` float32 of shape ``(n_samples, 2)``, ``y`` int32 of shape
+      ``(n_samples,)`` with values in ``{0, 1}`` (0 = outer circle, 1 = inner circle).
 
     Raises:
-        ValueError: if ``n_samples`` is not an integer >= 2, ``noise`` is negative or not finite,
-            or ``factor`` is outside ``[0, 1)``.
+      ValueError: if ``n_samples`` is not an integer >= 2, ``noise`` is negative or not finite,
+        or ``factor`` is outside ``[0, 1)``.
     """
     n_samples = check_int("n_samples", n_samples, 2)
     noise = check_number("noise", noise, low=0.0, requirement=_NOISE_REQUIREMENT)
@@ -160,18 +162,18 @@ def make_spirals(
     the coordinates. The rows are shuffled.
 
     Args:
-        key: a ``jax.random`` key; the same key gives bit-identical arrays.
-        n_samples: total number of points, an integer >= ``num_classes`` (every class non-empty).
-        num_classes: number of arms (classes), an integer >= 2.
-        noise: standard deviation of the Gaussian noise added to each point's angle, >= 0.
+      key: a ``jax.random`` key; the same key gives bit-identical arrays.
+      n_samples: total number of points, an integer >= ``num_classes`` (every class non-empty).
+      num_classes: number of arms (classes), an integer >= 2.
+      noise: standard deviation of the Gaussian noise added to each point's angle, >= 0.
 
     Returns:
-        ``(x, y)``: ``x`` float32 of shape ``(n_samples, 2)`` inside the unit disc, ``y`` int32 of
-        shape ``(n_samples,)`` with values in ``[0, num_classes)``.
+      ``(x, y)``: ``x`` float32 of shape ``(n_samples, 2)`` inside the unit disc, ``y`` int32 of
+      shape ``(n_samples,)`` with values in ``[0, num_classes)``.
 
     Raises:
-        ValueError: if ``num_classes`` is not an integer >= 2, ``n_samples`` is not an integer
-            >= ``num_classes``, or ``noise`` is negative or not finite.
+      ValueError: if ``num_classes`` is not an integer >= 2, ``n_samples`` is not an integer
+        >= ``num_classes``, or ``noise`` is negative or not finite.
     """
     num_classes = check_int("num_classes", num_classes, 2)
     n_samples = check_int("n_samples", n_samples, num_classes)

@@ -62,8 +62,11 @@ _DIAGNOSTICS_BATCH = 256
 
 
 class Divergence(NamedTuple):
-    """Where training met a non-finite loss (both zero-based); ``step`` is the epoch's last when
-    every loss was finite but the parameters or optimizer state it ended with were not."""
+    """Where training met a non-finite loss (both zero-based).
+
+    ``step`` is the epoch's last when every loss was finite but the parameters or optimizer state
+    it ended with were not.
+    """
 
     epoch: int
     step: int
@@ -95,9 +98,12 @@ class TrainResult(NamedTuple):
 def check_optimizer(
     optimizer: Any, learning_rate: Any, *, learning_rate_name: str = "learning_rate"
 ) -> None:
-    """Checks that ``optimizer`` and ``learning_rate`` go together, as ``train`` and ``sweep``
-    take them: a fixed ``optax.GradientTransformation`` holds its own learning rate (so none may
-    be given), a factory such as ``nnjax.adam`` is called with the one given."""
+    """Checks that ``optimizer`` and ``learning_rate`` go together.
+
+    They are checked as ``train`` and ``sweep`` take them: a fixed ``optax.GradientTransformation``
+    holds its own learning rate (so none may be given), a factory such as ``nnjax.adam`` is called
+    with the one given.
+    """
     if isinstance(optimizer, optax.GradientTransformation):
         if learning_rate is not None:
             raise ValueError(
@@ -211,8 +217,10 @@ def _layout(devices: int | str | None, batch_size: int) -> distributed.DataParal
 
 
 def _chunk_history(chunk: program.EpochMetrics, done: int, first_epoch: int) -> History:
-    """The history of the first ``done`` epochs of a program call that began at ``first_epoch``:
-    every ``HISTORY_KEYS`` series, and the diagnostics of the epochs that recorded them."""
+    """The history of the first ``done`` epochs of a program call that began at ``first_epoch``.
+
+    Every ``HISTORY_KEYS`` series, and the diagnostics of the epochs that recorded them.
+    """
     history = {
         name: [float(v) for v in getattr(chunk, name)[:done]] for name in metrics.HISTORY_KEYS
     }
@@ -229,8 +237,10 @@ def _chunk_history(chunk: program.EpochMetrics, done: int, first_epoch: int) -> 
 def _run_chunks(
     run: _Run, options: _Options, callback: Callable[[int, History], None] | None, public
 ) -> tuple[Any, Any, History, int, float, Divergence | None]:
-    """Calls the compiled program until ``options.epochs`` or a divergence, each call running
-    about half a second of epochs (or ``options.epochs_per_call``)."""
+    """Calls the compiled program until ``options.epochs`` or a divergence.
+
+    Each call runs about half a second of epochs (or ``options.epochs_per_call``).
+    """
     params, opt_state, history = run.params, run.opt_state, {}
     epoch, chunk, seconds, diverged = options.start_epoch, options.epochs_per_call or 1, 0.0, None
     while epoch < options.epochs and diverged is None:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import jit_unoptimized, standard_promotion
 
 import nnjax
 from nnjax import optimizers
@@ -28,10 +29,6 @@ STEPS = 100
 # (as an atol), so an entry that happens to pass near zero is not held to a relative error its
 # magnitude cannot carry.
 RTOL = {"float32": 1e-6, "float64": 1e-12}
-
-# Small programs run once: XLA's backend optimizations would cost more compile time than they
-# save (the project's gradcheck compiles its checks the same way).
-jit_unoptimized = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 
 def make_params(dtype, seed: int = 0):
@@ -101,16 +98,16 @@ def cases():
             nnjax.classical_momentum(s, 0.7, nesterov=True),
             optax.sgd(s, momentum=0.7, nesterov=True),
         ),
-        "adam": same(nnjax.adam(0.01), optax.adam(0.01)),
+        "adam": same(nnjax.adam(0.01), standard_promotion(optax.adam(0.01))),
         "adam_schedule_hyperparameters": same(
             nnjax.adam(s, beta1=0.8, beta2=0.99, epsilon=1e-6, eps_root=1e-8),
-            optax.adam(s, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8),
+            standard_promotion(optax.adam(s, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8)),
         ),
         # Composition: the L2 transformation chained before adam equals adam on the
         # gradients of loss + l2_regularization of the weight matrices (biases excluded).
         "l2_chain_adam": (
             (optax.chain(nnjax.add_l2_penalty(L2), nnjax.adam(0.01)), objective),
-            (optax.adam(0.01), l2_objective),
+            (standard_promotion(optax.adam(0.01)), l2_objective),
         ),
     }
 
@@ -197,7 +194,10 @@ def step_cases():
             nnjax.classical_momentum(0.1, 0.9, nesterov=True),
             optax.sgd(0.1, momentum=0.9, nesterov=True),
         ),
-        "adam": (nnjax.adam(0.1, eps_root=1e-9), optax.adam(0.1, eps_root=1e-9)),
+        "adam": (
+            nnjax.adam(0.1, eps_root=1e-9),
+            standard_promotion(optax.adam(0.1, eps_root=1e-9)),
+        ),
     }
 
 
@@ -255,7 +255,7 @@ class UpdateStepTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_schedule_evaluated_at_count_before_update(self):
         """A schedule sees 0 at the first update, 1 at the second...: update_k = -lr(k) g."""
-        opt = nnjax.sgd(lambda count: 0.5 / (1.0 + count))
+        opt = nnjax.sgd(lambda count: 0.5 / (1.0 + count.astype(jnp.float32)))
         params, (grads, _) = step_inputs()
         update = self.variant(opt.update)
         state = opt.init(params)
@@ -504,7 +504,9 @@ LEARNING_RATES = {
     "optax_schedule": lambda: optax.exponential_decay(0.1, 5, 0.5),
     # Strongly typed float64 rates (under x64): still cast to each leaf's dtype.
     "float64_array": lambda: jnp.asarray(0.1, jnp.float64),
-    "float64_schedule": lambda: lambda count: jnp.asarray(0.1, jnp.float64) / (1 + count),
+    "float64_schedule": lambda: (
+        lambda count: jnp.asarray(0.1, jnp.float64) / (1 + count).astype(jnp.float64)
+    ),
 }
 
 
@@ -558,7 +560,7 @@ def _sweep(lr):
     params = make_params(jnp.float32)
     entries = {
         "adam": (nnjax.adam(lr), objective),
-        "adam_ref": (optax.adam(lr), objective),
+        "adam_ref": (standard_promotion(optax.adam(lr)), objective),
         "momentum": (nnjax.momentum(lr, 0.9), objective),
         "momentum_ref": (optax.chain(optax.ema(0.9, debias=False), optax.scale(-lr)), objective),
     }
@@ -656,7 +658,7 @@ def test_adam_in_bfloat16_moves_like_optax():
     params = {"w": jnp.array([1.0, -2.0, 0.5], jnp.bfloat16), "b": jnp.zeros(2, jnp.bfloat16)}
     grads = {"w": jnp.array([0.3, -0.2, 0.1], jnp.bfloat16), "b": jnp.zeros(2, jnp.bfloat16)}
     results = []
-    for opt in (nnjax.adam(0.01), optax.adam(0.01)):
+    for opt in (nnjax.adam(0.01), standard_promotion(optax.adam(0.01))):
 
         def step(_, carry, opt=opt):
             p, state = carry

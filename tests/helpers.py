@@ -1,0 +1,45 @@
+"""Helpers shared by the test modules: ``from helpers import jit_unoptimized``.
+
+``tests/`` has no ``__init__.py``, so pytest puts it on ``sys.path`` (the default ``prepend``
+import mode) before importing a test module, in every xdist worker too.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import optax
+
+from nnjax.gradcheck import tree_relative_error
+
+__all__ = ["PNG_SIGNATURE", "jit_unoptimized", "standard_promotion", "tree_relative_error"]
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+"""The eight bytes every PNG file starts with."""
+
+jit_unoptimized = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+"""``jax.jit`` without XLA's backend optimizations: a test runs a small program a few times, and
+the optimization passes would cost more compile time than they save."""
+
+
+def standard_promotion(
+    transformation: optax.GradientTransformation,
+) -> optax.GradientTransformation:
+    """``transformation`` with its ``init`` and ``update`` traced under standard dtype promotion.
+
+    For an optax reference that is not clean under strict promotion (``optax.adam`` raises a
+    Python float to its int32 count), so the nnjax code it is compared with still runs strict.
+    """
+
+    def standard(fn):
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            with jax.numpy_dtype_promotion("standard"):
+                return fn(*args, **kwargs)
+
+        return wrapped
+
+    return optax.GradientTransformation(
+        standard(transformation.init), standard(transformation.update)
+    )
