@@ -286,9 +286,10 @@ def _optimizer_rows(key: jax.Array, tolerance: float = 1e-12) -> list[CheckRow]:
             "b": (jax.random.normal(k2, (4,), jnp.float64),),
         }
         for name, (mine, reference) in optimizer_references().items():
-            error = tree_relative_error(
-                optimizer_trajectory(mine, params), optimizer_trajectory(reference, params)
-            )
+            # optax.adam raises a Python float to its int32 count: not clean under strict promotion.
+            with jax.numpy_dtype_promotion("standard"):
+                expected = optimizer_trajectory(reference, params)
+            error = tree_relative_error(optimizer_trajectory(mine, params), expected)
             rows.append(
                 CheckRow(
                     f"{name} vs optax, 100 steps",

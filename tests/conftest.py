@@ -1,4 +1,5 @@
-"""Strict JAX settings for every test: a silent rank promotion or a warning fails the test."""
+"""Strict JAX settings for every test: a silent rank or dtype promotion, or a warning, fails the
+test."""
 
 import os
 
@@ -14,8 +15,5 @@ import matplotlib
 matplotlib.use("Agg")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Strict dtype promotion: mixing two dtypes (float32 with float64, a float with an int array)
-# raises instead of promoting. Only with NNJAX_STRICT_PROMOTION=1 for now: deleting the line
-# marked "gate" makes it permanent.
-promotion = "strict"
-promotion = promotion if os.environ.get("NNJAX_STRICT_PROMOTION") == "1" else "standard"  # gate
-jax.config.update("jax_numpy_dtype_promotion", promotion)
+# raises instead of promoting.
+jax.config.update("jax_numpy_dtype_promotion", "strict")

@@ -16,10 +16,12 @@ import pytest
 from nnjax import checkpoints
 from nnjax.checkpoints import FORMAT_VERSION, Checkpoint, load_checkpoint, save_checkpoint
 
+from helpers import standard_promotion
+
 CONFIG = {"sizes": [4, 8, 3], "activation": "relu", "lr": 1e-3, "seed": 0, "note": None}
 
 
-OPT = optax.adam(1e-3)
+OPT = standard_promotion(optax.adam(1e-3))
 UPDATE = jax.jit(OPT.update)  # one compile, reused; eager adam would compile op by op
 
 

@@ -18,8 +18,9 @@ import pytest
 
 from nnjax.datasets import load_dataset
 
+from helpers import PNG_SIGNATURE
+
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "scripts" / "experiments"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def load(name: str):

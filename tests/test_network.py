@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 import nnjax
 from nnjax import network
 
+from helpers import tree_relative_error
+
 HIDDEN = ("sigmoid", "relu", "tanh", "identity")
 PAIRS = tuple(network.OUTPUT_LOSSES)
 ARCH_ARGS = ("activation", "loss", "train")
@@ -60,15 +62,6 @@ jit_manual_and_autodiff = jax.jit(
     static_argnames=("activation", "loss"),
     compiler_options={"xla_backend_optimization_level": 0},
 )
-
-
-def relative_error(a, b):
-    """Largest leafwise max|a - b| / max|b|, computed in NumPy at the arrays' own precision."""
-    errors = []
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        u, v = np.asarray(u), np.asarray(v)
-        errors.append(np.max(np.abs(u - v)) / max(np.max(np.abs(v)), 1e-30))
-    return float(max(errors))
 
 
 # --- the neuron -------------------------------------------------------------------------------
@@ -224,7 +217,7 @@ def test_backward_pass_equals_autodiff_float64(activation, loss):
                 params, x, y, activation=activation, loss=loss, **options
             )
             chex.assert_trees_all_equal_structs(manual, params)
-            assert relative_error(manual, reference) <= 1e-10, options
+            assert tree_relative_error(manual, reference) <= 1e-10, options
 
 
 class BackwardPassFloat32Test(chex.TestCase):
@@ -306,7 +299,7 @@ def test_backward_pass_equals_autodiff_for_any_architecture(widths, batch, activ
     with jax.enable_x64(True):
         params, x, y = make_problem(seed, widths, loss, batch, jnp.float64)
         manual, reference = jit_manual_and_autodiff(params, x, y, activation=activation, loss=loss)
-    assert relative_error(manual, reference) <= 1e-10
+    assert tree_relative_error(manual, reference) <= 1e-10
 
 
 def test_backward_pass_vmaps_over_a_stack_of_networks():

@@ -18,11 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import jit_unoptimized, standard_promotion
 
 import nnjax
 from nnjax import optimizers
 from nnjax.optimizers import AdamState, MomentumState, SgdState
+
+from helpers import jit_unoptimized, standard_promotion
 
 STEPS = 100
 # Relative error allowed, entry by entry, and also relative to the largest entry of each leaf

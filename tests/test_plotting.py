@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from nnjax import plotting
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from helpers import PNG_SIGNATURE
 
 
 def assert_png(path: Path, *, min_width: int = 200, min_height: int = 200) -> np.ndarray:

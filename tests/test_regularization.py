@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import jit_unoptimized
 
 import nnjax
 from nnjax.regularization import (
@@ -26,6 +25,8 @@ from nnjax.regularization import (
     l2_regularization,
     l2_regularization_gradient,
 )
+
+from helpers import jit_unoptimized
 
 
 def make_params(dtype, seed: int = 0):

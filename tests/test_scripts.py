@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import PNG_SIGNATURE
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def run_script(

@@ -9,17 +9,12 @@ import pytest
 import nnjax
 from nnjax import checkpoints, datasets, metrics, network, program, steps, sweeps, training
 
+from helpers import tree_relative_error
+
 
 def keys(seed):
     data_key, init_key, train_key = jax.random.split(jax.random.key(seed), 3)
     return data_key, init_key, train_key
-
-
-def max_relative_difference(a, b):
-    return max(
-        float(np.max(np.abs(np.asarray(u) - np.asarray(v))) / np.max(np.abs(np.asarray(v))))
-        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +56,7 @@ def test_digits_reaches_97_percent(digits_runs):
 
 def test_manual_and_autodiff_training_agree(digits_runs):
     _, runs = digits_runs
-    assert max_relative_difference(runs["manual"].params, runs["autodiff"].params) <= 1e-4
+    assert tree_relative_error(runs["manual"].params, runs["autodiff"].params) <= 1e-4
     np.testing.assert_allclose(
         runs["manual"].history["train_loss"], runs["autodiff"].history["train_loss"], rtol=1e-3
     )
