@@ -198,13 +198,21 @@ def check_labels(name: str, labels: Any, num_classes: int | None = None) -> None
         return
     if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):
         raise ValueError(f"{name} must hold integer class labels, got non-integer values")
-    if values.size and values.min() < 0:
-        raise ValueError(f"{name} must hold non-negative class labels, got {int(values.min())}")
-    if values.size and num_classes is not None and values.max() >= num_classes:
-        raise ValueError(
-            f"{name} holds label {int(values.max())}, outside [0, {num_classes}) "
-            f"for num_classes={num_classes}"
-        )
+    check_label_range(name, values, num_classes)
+
+
+def check_label_range(name: str, labels: Any, num_classes: int | None) -> None:
+    """Raises ValueError unless class labels lie in ``[0, num_classes)`` (``[0, inf)`` for None).
+
+    A traced array has no values until run time and passes unchecked.
+    """
+    values = concrete_array(labels)
+    if values is None or not values.size:
+        return
+    low, high = values.min(), values.max()
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        upper = "inf" if num_classes is None else num_classes
+        raise ValueError(f"{name} must lie in [0, {upper}), got values in [{low:g}, {high:g}]")
 
 
 def check_all_finite(name: str, x: Any) -> None:

@@ -143,12 +143,11 @@ def data_parallel(devices: int | str = "all") -> DataParallel:
         if multiprocess
         else jax.local_devices()
     )
-    if devices == "all":
-        count = len(available)
-    elif isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
-        count = devices
-    else:
-        raise ValueError(f'devices must be a positive integer or "all", got {devices!r}')
+    count = (
+        len(available)
+        if devices == "all"
+        else _validation.check_positive_int('devices (or "all")', devices)
+    )
     if count > len(available):
         raise ValueError(f"asked for {count} devices but only {len(available)} are available")
     if multiprocess and count != len(available):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from nnjax import _validation
 from nnjax.activations import sigmoid, softmax
@@ -161,13 +160,7 @@ def _one_hot_targets(y_true: jax.Array, logits: jax.Array) -> jax.Array:
                 f"integer labels must have shape {logits.shape[:-1]} for logits of shape "
                 f"{logits.shape}, got shape {y_true.shape}"
             )
-        if not isinstance(y_true, jax.core.Tracer) and y_true.size:
-            values = np.asarray(y_true)  # concrete: checked on the host, never staged
-            low, high = int(values.min()), int(values.max())
-            if low < 0 or high >= num_classes:
-                raise ValueError(
-                    f"integer labels must lie in [0, {num_classes}), got values in [{low}, {high}]"
-                )
+        _validation.check_label_range("integer labels", y_true, num_classes)
         return jax.nn.one_hot(y_true, num_classes, dtype=logits.dtype)
     _validation.check_same_shape("one-hot y_true", y_true, "logits", logits)
     return y_true.astype(logits.dtype)
