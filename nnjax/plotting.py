@@ -47,10 +47,6 @@ DPI = 110
 PathLike = str | os.PathLike[str]
 
 
-# ----------------------------------------------------------------------------------------------
-# Saving and checking
-
-
 def save_figure(fig: Figure, path: PathLike) -> Path:
     """Writes ``fig`` as a PNG to ``path`` atomically and returns ``Path(path)``.
 
@@ -74,15 +70,20 @@ def _as_labels(name: str, labels: Any, num_classes: int | None = None) -> np.nda
     return np.asarray(labels).astype(np.int64)
 
 
-# ----------------------------------------------------------------------------------------------
-# Activations
-
-
 _ACTIVATION_PANELS: tuple[tuple[str, str, str], ...] = (
     ("sigmoid", "Sigmoid", "σ"),
     ("relu", "ReLU", "ReLU"),
     ("tanh", "Tanh", "tanh"),
 )
+
+
+@jax.jit
+def _activation_curves(x: jax.Array) -> dict[str, tuple[jax.Array, jax.Array, jax.Array]]:
+    """Each panel's f(x), hand-written f'(x) and autodiff f'(x), in one compiled program."""
+    return {
+        name: (fn(x), derivative(x), jax.vmap(jax.grad(fn))(x))
+        for name, (fn, derivative) in activations.ACTIVATIONS.items()
+    }
 
 
 def plot_activations(
@@ -115,11 +116,9 @@ def plot_activations(
     x_np = np.asarray(x)
     fig = Figure(figsize=(13, 4.2), layout="constrained")
     axes = fig.subplots(1, 3)
+    curves = jax.device_get(_activation_curves(x))
     for ax, (name, title, symbol) in zip(axes, _ACTIVATION_PANELS, strict=True):
-        fn, derivative = activations.ACTIVATIONS[name]
-        value = np.asarray(fn(x))
-        hand = np.asarray(derivative(x))
-        auto = np.asarray(jax.vmap(jax.grad(fn))(x))
+        value, hand, auto = curves[name]
         max_diff = float(np.max(np.abs(hand - auto)))
         ax.plot(x_np, value, color="C0", linewidth=2, label=f"{symbol}(x)")
         ax.plot(x_np, hand, color="C1", linewidth=4, alpha=0.6, label=f"hand-written {symbol}'(x)")
@@ -130,10 +129,6 @@ def plot_activations(
         ax.grid(True)
         ax.legend(loc="best", fontsize=8)
     return save_figure(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# Training history
 
 
 def _history_series(history: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
@@ -199,10 +194,6 @@ def plot_history(history: Mapping[str, Sequence[float]], path: PathLike) -> Path
         ax.grid(True, which="both", alpha=0.4)
         ax.legend()
     return save_figure(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# Decision boundary
 
 
 FILL_ALPHA = 0.35
@@ -307,10 +298,6 @@ def plot_decision_boundary(
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     return save_figure(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# Confusion matrix
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
