@@ -81,6 +81,7 @@ SUBMODULES = (
     "diagnostics",
     "distributed",
     "files",
+    "folders",
     "gradcheck",
     "initializers",
     "losses",

@@ -1,31 +1,43 @@
-"""Checkpoints of a training run: parameters, optimizer state, config and epoch in one ``.npz`` file.
+"""Checkpoints of a training run: parameters, optimizer state, config, epoch and history in one
+safetensors file.
 
-Why ``.npz``:
+Why safetensors:
 
-* **No pickle.** The file is written with ``numpy.savez`` and read with
-  ``numpy.load(..., allow_pickle=False)``, so loading a checkpoint, even one from an untrusted
-  source, cannot execute code. Pickle-based formats (``pickle``, ``torch.save``) can.
-* **Only numpy needed.** Any Python with numpy can open the file; no nnjax, JAX or optax.
-* **Human-inspectable keys.** Each array leaf is stored under its pytree key path, e.g.
-  ``params[1]['W']`` or ``opt_state[0].mu[0]['b']``, so ``np.load(path).files`` lists exactly what
-  is inside.
+* **No code execution.** The file is one bounded JSON header followed by raw little-endian tensor
+  bytes; loading it, even from an untrusted source, runs nothing. Pickle-based formats (``pickle``,
+  ``torch.save``) can execute code.
+* **Checked before it is read.** The header declares every tensor's dtype, shape and byte range;
+  they are compared with the templates' before any tensor byte is read, so a damaged or crafted
+  file is a ``ValueError`` naming the file, never a huge allocation. Nothing is compressed, so
+  nothing can inflate.
+* **Readable elsewhere.** ``safetensors.numpy.load_file`` (or the JAX and PyTorch bindings) opens
+  the file without nnjax; each tensor is named by its pytree key path.
 
-Layout of the archive:
+Layout of the file:
 
-* ``params<keystr>`` / ``opt_state<keystr>``: one array per leaf, where ``<keystr>`` is
-  ``jax.tree_util.keystr`` of the leaf's key path.
-* ``__nnjax_checkpoint_version__``: 0-d int64, the format version (:data:`FORMAT_VERSION`).
-* ``__config__``: 0-d unicode array holding the config as JSON.
-* ``__epoch__``: 0-d int64.
-* ``__dtypes__``: 0-d unicode array holding JSON ``{leaf key: dtype name}``. Dtypes numpy cannot
-  store natively (``bfloat16`` and the other ``ml_dtypes``) are saved as their raw bits
-  (``uint8``/``uint16``/...) and restored from this table.
+* tensors ``params<keystr>`` / ``opt_state<keystr>``: one per leaf, where ``<keystr>`` is
+  ``jax.tree_util.keystr`` of the leaf's key path, e.g. ``params[1]['W']`` or
+  ``opt_state[0].mu[0]['b']``. Dtypes safetensors' NumPy binding lacks (``bfloat16`` and the other
+  ``ml_dtypes``) are stored as their raw bits (``U8``/``U16``/...).
+* the header's string metadata:
+
+  - ``nnjax.format_version``: ``"2"`` (:data:`FORMAT_VERSION`).
+  - ``nnjax.config``: the config as a JSON object.
+  - ``nnjax.epoch``: the number of completed epochs, in decimal digits.
+  - ``nnjax.history``: the history as a JSON object; NaN and infinities are written as Python's
+    ``json`` writes them (``NaN``, ``Infinity``, ``-Infinity``) and read back as such.
+  - ``nnjax.dtypes``: JSON ``{tensor name: dtype name}``, the dtype each leaf is restored to.
+  - ``nnjax.sha256``: SHA-256 of the other metadata and of every tensor's name, dtype, shape and
+    bytes, so a damaged file is refused rather than loaded with different values.
 
 Only arrays travel in the file, not the tree structure: loading takes templates (``params_like``,
 ``opt_state_like``, e.g. freshly initialized parameters and ``optimizer.init(params)``) that give the
 structure, and every leaf is checked against them by key, shape and dtype.
 
-Writes are atomic (:func:`nnjax.files.atomic_write`): the archive goes to a temporary file in the
+Checkpoints of format 1 (``.npz`` archives written by earlier versions) still load, read-only;
+the reader is chosen by the file's content, whatever its name.
+
+Writes are atomic (:func:`nnjax.files.atomic_write`): the file goes to a temporary file in the
 target's directory, is flushed and ``fsync``-ed, then moved onto the target with ``os.replace``. A
 crash mid-write leaves the previous checkpoint (if any) intact and no partial file at the target.
 """
@@ -33,31 +45,68 @@ crash mid-write leaves the previous checkpoint (if any) intact and no partial fi
 from __future__ import annotations
 
 import contextlib
-import errno
+import hashlib
 import json
+import math
 import os
 import pathlib
-import zipfile
+import re
+import stat
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors.numpy
 
-from nnjax import _validation
+from nnjax import _npz_checkpoints, _validation
+from nnjax._npz_checkpoints import (
+    _PREFIXES,
+    _as_numpy,
+    _check_leaf,
+    _check_names,
+    _Expected,
+    _flatten,
+    _parse_dtype_table,
+    _parse_object,
+    _short,
+    _storage,
+    _templates,
+)
 from nnjax.files import atomic_write
 
-__all__ = ["FORMAT_VERSION", "Checkpoint", "load_checkpoint", "read_metadata", "save_checkpoint"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointHeader",
+    "load_checkpoint",
+    "read_header",
+    "read_metadata",
+    "save_checkpoint",
+]
 
-FORMAT_VERSION = 1
-"""Version of the on-disk layout written by :func:`save_checkpoint`."""
+FORMAT_VERSION = 2
+"""Version of the on-disk layout written by :func:`save_checkpoint` (1: the ``.npz`` layout)."""
 
-_VERSION_KEY = "__nnjax_checkpoint_version__"
-_CONFIG_KEY = "__config__"
-_EPOCH_KEY = "__epoch__"
-_DTYPES_KEY = "__dtypes__"
-_PREFIXES = ("params", "opt_state")
+_VERSION_KEY = "nnjax.format_version"
+_CONFIG_KEY = "nnjax.config"
+_EPOCH_KEY = "nnjax.epoch"
+_HISTORY_KEY = "nnjax.history"
+_DTYPES_KEY = "nnjax.dtypes"
+_DIGEST_KEY = "nnjax.sha256"
+_METADATA_KEYS = (_VERSION_KEY, _CONFIG_KEY, _EPOCH_KEY, _HISTORY_KEY, _DTYPES_KEY, _DIGEST_KEY)
+_MAX_HEADER_BYTES = 16 * 2**20
+"""Largest header read or written: the metadata (config, history, dtype table) and tensor table."""
+
+_NUMPY_DTYPES = (
+    "bool uint8 int8 uint16 int16 float16 uint32 int32 float32 uint64 int64 float64 complex64"
+)
+_SAFETENSORS_DTYPES = {
+    "BOOL" if d.kind == "b" else f"{d.kind.upper()}{8 * d.itemsize}": d
+    for d in map(np.dtype, _NUMPY_DTYPES.split())
+}
+_STORABLE = frozenset(_SAFETENSORS_DTYPES.values())
 
 
 class Checkpoint(NamedTuple):
@@ -68,46 +117,47 @@ class Checkpoint(NamedTuple):
       opt_state: the optimizer state, with the structure of ``opt_state_like``.
       config: the JSON-decoded config dict.
       epoch: the epoch stored at save time.
+      history: the JSON-decoded history dict (``{}`` for a format 1 checkpoint).
     """
 
     params: Any
     opt_state: Any
     config: dict[str, Any]
     epoch: int
+    history: dict[str, Any]
 
 
-def _as_numpy(leaf: Any) -> np.ndarray:
-    """``leaf`` as a numpy array in the dtype JAX would hold it in (float64 -> float32 unless x64)."""
-    arr = np.asarray(leaf)
-    dtype = jax.dtypes.canonicalize_dtype(arr.dtype)
-    return arr.astype(dtype, copy=False)
+class CheckpointHeader(NamedTuple):
+    """What a checkpoint says about its run, read without its tensors.
 
-
-def _is_native(dtype: np.dtype) -> bool:
-    """Whether ``np.save`` round-trips ``dtype`` (ml_dtypes such as bfloat16 come back as void)."""
-    return dtype.kind != "V"
-
-
-def _flatten(prefix: str, tree: Any) -> tuple[list[str], list[Any], Any]:
-    """Leaf keys (``prefix + keystr(path)``), leaves, and treedef of ``tree``.
-
-    Raises:
-      ValueError: if two leaves map to the same key.
+    Attributes:
+      config: the JSON-decoded config dict.
+      epoch: the epoch stored at save time.
+      history: the JSON-decoded history dict (``{}`` for a format 1 checkpoint).
     """
-    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    keys = [prefix + jax.tree_util.keystr(path) for path, _ in leaves_with_paths]
-    if len(set(keys)) != len(keys):
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
-        raise ValueError(f"{prefix}: several leaves share the key path(s) {dupes}")
-    return keys, [leaf for _, leaf in leaves_with_paths], treedef
+
+    config: dict[str, Any]
+    epoch: int
+    history: dict[str, Any]
 
 
-def _template_shape_dtype(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and (canonical) dtype of a template leaf: an array, a ShapeDtypeStruct or a scalar."""
-    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-        return tuple(leaf.shape), np.dtype(jax.dtypes.canonicalize_dtype(leaf.dtype))
-    arr = _as_numpy(leaf)
-    return arr.shape, arr.dtype
+class _Tensor(NamedTuple):
+    """One tensor of a safetensors header: stored dtype, shape and byte range in the data."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def _digest(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 of ``metadata`` and of each tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
+    for name in sorted(tensors):
+        arr = np.asarray(tensors[name], order="C")
+        h.update(json.dumps([name, arr.dtype.str, arr.shape]).encode())
+        h.update(arr.data)
+    return h.hexdigest()
 
 
 def save_checkpoint(
@@ -117,11 +167,12 @@ def save_checkpoint(
     opt_state: Any,
     config: dict[str, Any],
     epoch: int,
+    history: dict[str, Any] | None = None,
 ) -> pathlib.Path:
-    """Writes a checkpoint atomically to ``path`` as an ``.npz`` archive.
+    """Writes a checkpoint atomically to ``path`` as a safetensors file.
 
     Args:
-      path: target file. Written exactly as given (no ``.npz`` is appended); its parent directory
+      path: target file. Written exactly as given (no suffix is appended); its parent directory
         is created if missing; an existing file there is replaced only once the new one is
         complete.
       params: any pytree of arrays, e.g. a list of ``{"W": (n_out, n_in), "b": (n_out,)}`` dicts.
@@ -129,6 +180,8 @@ def save_checkpoint(
         int32 counts) or ``optax.EmptyState()``.
       config: a JSON-serializable dict (hyperparameters, architecture, ...).
       epoch: the number of completed epochs, an int ``>= 0``.
+      history: a JSON-serializable dict, e.g. per-epoch series of floats (NaN and infinities
+        round-trip exactly); ``None`` stores ``{}``.
 
     Leaves are stored in the dtype JAX holds them in (Python floats and float64 numpy arrays
     become float32 unless ``jax_enable_x64`` is on), so a load gives back exactly what JAX had.
@@ -137,153 +190,257 @@ def save_checkpoint(
       The path written, as a ``pathlib.Path``.
 
     Raises:
-      TypeError: if ``config`` is not a dict or not JSON-serializable, or ``epoch`` is not an int.
-      ValueError: if ``epoch < 0`` or two leaves of one tree share a key path.
+      TypeError: if ``config`` or ``history`` is not a dict or not JSON-serializable, or ``epoch``
+        is not an int.
+      ValueError: if ``epoch < 0``, two leaves of one tree share a key path, a leaf's dtype
+        cannot be stored, or the metadata exceeds the header's limit.
       OSError: if the file cannot be written. In every error case nothing is left at ``path``
         except the checkpoint that was already there, and no temporary file remains.
     """
     path = pathlib.Path(path)
+    history = {} if history is None else history
     _validation.check_instance("config", config, dict)
+    _validation.check_instance("history", history, dict)
     epoch = _validation.check_int_type("epoch", epoch, 0)
 
-    arrays: dict[str, np.ndarray] = {}
+    tensors: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
     for prefix, tree in zip(_PREFIXES, (params, opt_state), strict=True):
         keys, leaves, _ = _flatten(prefix, tree)
         for key, leaf in zip(keys, leaves, strict=True):
             arr = _as_numpy(leaf)
             dtypes[key] = arr.dtype.name
-            if not _is_native(arr.dtype):
-                arr = arr.view(np.dtype(f"u{arr.dtype.itemsize}"))
-            arrays[key] = arr
-    arrays[_VERSION_KEY] = np.asarray(FORMAT_VERSION, dtype=np.int64)
-    arrays[_CONFIG_KEY] = np.asarray(json.dumps(config))  # TypeError if not serializable
-    arrays[_EPOCH_KEY] = np.asarray(epoch, dtype=np.int64)
-    arrays[_DTYPES_KEY] = np.asarray(json.dumps(dtypes))
-
+            storage = _storage(arr.dtype)
+            if storage not in _STORABLE:
+                raise ValueError(f"{key}: dtype {arr.dtype} cannot be stored in a checkpoint")
+            tensors[key] = np.asarray(arr.view(storage), order="C")
+    metadata = {
+        _VERSION_KEY: str(FORMAT_VERSION),
+        _CONFIG_KEY: json.dumps(config),  # TypeError if not serializable
+        _EPOCH_KEY: str(epoch),
+        _HISTORY_KEY: json.dumps(history),
+        _DTYPES_KEY: json.dumps(dtypes),
+    }
+    metadata[_DIGEST_KEY] = _digest(metadata, tensors)
+    data = safetensors.numpy.save(tensors, metadata=metadata)
+    if int.from_bytes(data[:8], "little") > _MAX_HEADER_BYTES:
+        raise ValueError(f"checkpoint metadata exceeds {_MAX_HEADER_BYTES} bytes")
     with atomic_write(path) as f:
-        np.savez(f, **arrays)
+        f.write(data)
     return path
 
 
-def _restore_tree(
-    data: Any, prefix: str, like: Any, dtypes: dict[str, str], stored_keys: set[str]
-) -> Any:
-    """Places the archive's ``prefix`` leaves into the structure of ``like``, checking each one."""
-    keys, template_leaves, treedef = _flatten(prefix, like)
-    ours = {k for k in stored_keys if k.startswith(prefix) and not k.startswith("__")}
-    # "params" is not a prefix of "opt_state" and vice versa, so the two sets are disjoint.
-    missing = sorted(set(keys) - ours)
-    unexpected = sorted(ours - set(keys))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing from checkpoint: {missing}")
-        if unexpected:
-            parts.append(f"unexpected in checkpoint: {unexpected}")
+def _decimal(what: str, text: Any) -> int:
+    """The non-negative integer written in decimal digits in ``text``, or a ValueError."""
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9]{1,18}", text):
+        raise ValueError(f"the {what} is {_short(text)}, not a non-negative integer")
+    return int(text)
+
+
+def _parse_metadata(metadata: Any) -> tuple[CheckpointHeader, dict[str, np.dtype], str]:
+    """The header, dtype table and digest in a safetensors file's metadata, each checked."""
+    if not isinstance(metadata, dict) or _VERSION_KEY not in metadata:
+        raise ValueError(f"not an nnjax checkpoint (no {_VERSION_KEY!r} in its metadata)")
+    version = _decimal("format version", metadata[_VERSION_KEY])
+    if version != FORMAT_VERSION:
+        newer = "a newer" if version > FORMAT_VERSION else "an unsupported"
         raise ValueError(
-            f"{prefix}: checkpoint leaves do not match the template ({'; '.join(parts)})"
+            f"{newer} checkpoint format version {version}; this nnjax reads safetensors "
+            f"checkpoints of version {FORMAT_VERSION}"
         )
-
-    leaves = []
-    for key, template in zip(keys, template_leaves, strict=True):
-        arr = data[key]
-        dtype_name = dtypes.get(key, arr.dtype.name)
-        dtype = np.dtype(jnp.dtype(dtype_name))
-        if arr.dtype != dtype:
-            if _is_native(dtype) or arr.dtype.itemsize != dtype.itemsize:
-                raise ValueError(
-                    f"{key}: stored array has dtype {arr.dtype}, but the checkpoint's dtype table "
-                    f"says {dtype_name}; the file is corrupt"
-                )
-            arr = arr.view(dtype)
-        want_shape, want_dtype = _template_shape_dtype(template)
-        if arr.shape != want_shape:
-            raise ValueError(
-                f"{key}: checkpoint has shape {arr.shape}, expected {want_shape}"
-                f" (template dtype {want_dtype}, checkpoint dtype {arr.dtype})"
-            )
-        if arr.dtype != want_dtype:
-            raise ValueError(
-                f"{key}: checkpoint has dtype {arr.dtype}, expected {want_dtype}"
-                f" (checkpoint shape {arr.shape}, expected {want_shape})"
-            )
-        leaves.append(jnp.asarray(arr))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    if missing := [k for k in _METADATA_KEYS if k not in metadata]:
+        raise ValueError(f"metadata lacks {missing}")
+    if unexpected := sorted(set(metadata) - set(_METADATA_KEYS)):
+        raise ValueError(f"unexpected metadata {_short(unexpected)}")
+    header = CheckpointHeader(
+        config=_parse_object("the config", metadata[_CONFIG_KEY]),
+        epoch=_decimal("epoch", metadata[_EPOCH_KEY]),
+        history=_parse_object("the history", metadata[_HISTORY_KEY]),
+    )
+    digest = metadata[_DIGEST_KEY]
+    if not isinstance(digest, str):
+        raise ValueError(f"the digest is {_short(digest)}, not a string")
+    return header, _parse_dtype_table(metadata[_DTYPES_KEY]), digest
 
 
-def _load_archive(path: pathlib.Path) -> Any:
-    """Opens ``path`` as an ``.npz`` archive (``np.load`` without pickle), or raises naming it."""
-    if not path.exists():
-        raise FileNotFoundError(errno.ENOENT, "checkpoint file not found", str(path))
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's dict, or a ValueError if it names a key twice."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("the header names a key twice")
+    return result
+
+
+def _is_index_list(value: Any) -> bool:
+    """Whether ``value`` is a JSON list of non-negative integers."""
+    return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
+
+
+def _parse_tensor(name: str, spec: Any) -> _Tensor:
+    """One tensor's entry of a safetensors header, checked for its types."""
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
+        raise ValueError(f"tensor {_short(name)}: not a {{dtype, shape, data_offsets}} object")
+    code, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    if not isinstance(code, str) or code not in _SAFETENSORS_DTYPES:
+        raise ValueError(f"tensor {_short(name)}: unknown dtype {_short(code)}")
+    if not _is_index_list(shape):
+        raise ValueError(f"tensor {_short(name)}: shape {_short(shape)} is not a list of sizes")
+    if not _is_index_list(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
+        raise ValueError(f"tensor {_short(name)}: bad byte range {_short(offsets)}")
+    return _Tensor(_SAFETENSORS_DTYPES[code], tuple(shape), offsets[0], offsets[1])
+
+
+def _read_safetensors_header(
+    f: BinaryIO, size: int, prefix: bytes
+) -> tuple[dict[str, Any], dict[str, _Tensor]]:
+    """The metadata and tensor table of a safetensors file whose first 8 bytes are ``prefix``."""
+    length = int.from_bytes(prefix, "little")
+    if length > size - 8:
+        raise ValueError(f"header length {length} runs past the end of the file ({size} bytes)")
+    if length > _MAX_HEADER_BYTES:
+        raise ValueError(f"header length {length} exceeds the limit of {_MAX_HEADER_BYTES}")
+    f.seek(8)
+    raw = f.read(length)
+    if len(raw) != length:
+        raise ValueError("the file is truncated")
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        if isinstance(err, IsADirectoryError | PermissionError):
-            raise
-        raise ValueError(f"{path} is not an nnjax checkpoint (not an .npz archive): {err}") from err
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is not an nnjax checkpoint (a single .npy array, not an archive)")
-    return loaded
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"the header is not valid JSON: {err}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"the header is {_short(header)}, not a JSON object")
+    metadata = header.pop("__metadata__", None)
+    tensors = {name: _parse_tensor(name, spec) for name, spec in header.items()}
+    return metadata, tensors
 
 
-def _read_header(
-    path: pathlib.Path, data: Any, stored_keys: set[str]
-) -> tuple[dict[str, Any], int]:
-    """Checks an open archive's format version and returns its ``(config, epoch)``."""
-    if _VERSION_KEY not in stored_keys:
+def _check_layout(tensors: dict[str, _Tensor], data_start: int, size: int) -> int:
+    """Checks that the byte ranges tile the data and end with the file; returns the data size."""
+    position = 0
+    for name, t in sorted(tensors.items(), key=lambda item: (item[1].begin, item[1].end)):
+        if t.begin != position:
+            raise ValueError(
+                f"tensor {name}: byte range {t.begin}..{t.end} overlaps or leaves a gap"
+            )
+        position = t.end
+    if data_start + position != size:
         raise ValueError(
-            f"{path} is not an nnjax checkpoint (no {_VERSION_KEY!r} key; keys: "
-            f"{sorted(stored_keys)[:10]})"
+            f"the header declares {position} bytes of tensor data, but the file holds "
+            f"{size - data_start}"
         )
-    version = int(data[_VERSION_KEY])
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has checkpoint format version {version}; this nnjax reads up to "
-            f"{FORMAT_VERSION}"
-        )
-    for key in (_CONFIG_KEY, _EPOCH_KEY):
-        if key not in stored_keys:
-            raise ValueError(f"{path} is not a valid nnjax checkpoint (no {key!r} key)")
-    return json.loads(str(data[_CONFIG_KEY])), int(data[_EPOCH_KEY])
+    return position
+
+
+def _check_tensors(
+    tensors: dict[str, _Tensor], dtypes: dict[str, np.dtype], expected: _Expected
+) -> None:
+    """Checks the tensor table and dtype table against the templates, before any data is read."""
+    _check_names(set(tensors), expected)
+    if set(dtypes) != set(tensors):
+        raise ValueError("the dtype table does not name the same tensors as the file holds")
+    for key in expected:
+        t = tensors[key]
+        nbytes = _check_leaf(key, dtypes[key], t.dtype, t.shape, expected)
+        if t.end - t.begin != nbytes:
+            raise ValueError(
+                f"{key}: byte range holds {t.end - t.begin} bytes, its shape and dtype take {nbytes}"
+            )
+
+
+def _read_safetensors(
+    f: BinaryIO, size: int, prefix: bytes, expected: _Expected | None
+) -> tuple[CheckpointHeader, dict[str, np.ndarray]]:
+    """A safetensors checkpoint's header and, when ``expected`` is given, its leaves."""
+    metadata, tensors = _read_safetensors_header(f, size, prefix)
+    header, dtypes, digest = _parse_metadata(metadata)
+    data_size = _check_layout(tensors, 8 + int.from_bytes(prefix, "little"), size)
+    if expected is None:
+        return header, {}
+    _check_tensors(tensors, dtypes, expected)
+    data = f.read(data_size)
+    if len(data) != data_size:
+        raise ValueError("the file is truncated")
+    stored = {
+        key: np.frombuffer(data, t.dtype, math.prod(t.shape), t.begin).reshape(t.shape)
+        for key, t in tensors.items()
+    }
+    del metadata[_DIGEST_KEY]
+    if _digest(metadata, stored) != digest:
+        raise ValueError("the file is damaged (its SHA-256 digest does not match its content)")
+    return header, {key: arr.view(dtypes[key]) for key, arr in stored.items()}
 
 
 @contextlib.contextmanager
-def _opened(path: pathlib.Path) -> Iterator[tuple[Any, set[str], dict[str, Any], int]]:
-    """Opens a checkpoint and checks its format: yields ``(data, keys, config, epoch)``.
+def _open_regular(path: pathlib.Path) -> Iterator[tuple[BinaryIO, int]]:
+    """Opens ``path`` for reading if it is a regular file; yields the file and its size."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError(f"{path} is not a checkpoint (not a regular file)")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as f:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError(f"{path} is not a checkpoint (not a regular file)")
+        yield f, status.st_size
 
-    Every way a file can fail to be a readable checkpoint, here or while the caller reads its
-    arrays (a truncated or corrupted archive), raises ValueError naming the file.
-    """
-    with _load_archive(path) as data:
-        stored_keys = set(data.files)
+
+def _read(
+    path: str | os.PathLike[str], expected: _Expected | None
+) -> tuple[CheckpointHeader, dict[str, np.ndarray]]:
+    """Reads the checkpoint at ``path`` of either format; every damage is a one-line ValueError."""
+    path = pathlib.Path(path)
+    with _open_regular(path) as (f, size):
+        prefix = f.read(9)
         try:
-            config, epoch = _read_header(path, data, stored_keys)
-            yield data, stored_keys, config, epoch
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: corrupt JSON metadata in checkpoint: {err}") from err
-        except (zipfile.BadZipFile, EOFError) as err:
-            raise ValueError(f"{path} is a damaged checkpoint: {err}") from err
+            if prefix[8:] == b"{":
+                return _read_safetensors(f, size, prefix[:8], expected)
+            if prefix[:4] == b"PK\x03\x04":
+                (config, epoch), arrays = _npz_checkpoints.read(f, size, expected)
+                return CheckpointHeader(config, epoch, {}), arrays
+        except (ValueError, RecursionError) as err:
+            raise ValueError(f"{path}: {' '.join(str(err).splitlines())}") from err
+    raise ValueError(f"{path} is not an nnjax checkpoint (neither safetensors nor an .npz archive)")
+
+
+def read_header(path: str | os.PathLike[str]) -> CheckpointHeader:
+    """The config, epoch and history saved in a checkpoint, read without its tensors.
+
+    Use it to compare a run's options with the checkpoint's before building templates for
+    :func:`load_checkpoint`. Only the header is read; the digest over the whole file is checked by
+    :func:`load_checkpoint`.
+
+    Args:
+      path: the checkpoint file.
+
+    Returns:
+      ``CheckpointHeader(config, epoch, history)``.
+
+    Raises:
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: as :func:`load_checkpoint` does for the file itself.
+    """
+    return _read(path, None)[0]
 
 
 def read_metadata(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
     """The ``(config, epoch)`` saved in a checkpoint, without reading its arrays.
 
-    Use it to compare a run's options with the checkpoint's before building templates for
-    ``load_checkpoint``.
+    Args:
+      path: the checkpoint file.
 
-    Raises FileNotFoundError and ValueError as :func:`load_checkpoint` does for the file itself.
+    Returns:
+      ``(config, epoch)`` as :func:`read_header` reads them.
     """
-    with _opened(pathlib.Path(path)) as (_, _, config, epoch):
-        return config, epoch
+    header = read_header(path)
+    return header.config, header.epoch
 
 
 def load_checkpoint(
     path: str | os.PathLike[str], *, params_like: Any, opt_state_like: Any
 ) -> Checkpoint:
-    """Reads a checkpoint written by :func:`save_checkpoint`.
+    """Reads a checkpoint written by :func:`save_checkpoint` (or a format 1 ``.npz`` one).
 
-    The file is opened with ``numpy.load(..., allow_pickle=False)``: nothing in it is executed.
+    Nothing in the file is executed, and every tensor's declared dtype, shape and byte range is
+    checked against the templates before any tensor data is read.
 
     Args:
       path: the checkpoint file.
@@ -293,20 +450,23 @@ def load_checkpoint(
       opt_state_like: likewise for the optimizer state, e.g. ``optimizer.init(params_like)``.
 
     Returns:
-      ``Checkpoint(params, opt_state, config, epoch)``: the two trees have the structure of their
-      templates and ``jnp.ndarray`` leaves with the stored dtype and shape.
+      ``Checkpoint(params, opt_state, config, epoch, history)``: the two trees have the structure
+      of their templates and ``jnp.ndarray`` leaves with the stored dtype and shape.
 
     Raises:
       FileNotFoundError: if ``path`` does not exist (the message names it).
-      ValueError: if the file is not an nnjax checkpoint (not an ``.npz`` archive, no version
-        key, or holding pickled objects), is damaged (truncated, or an array fails its
-        checksum), is of a newer format version, if its set of leaf keys differs from the
-        templates' (the message lists missing and unexpected keys), or if a leaf's shape or
-        dtype differs (the message names the leaf's key path, e.g. ``params[1]['W']``, and
-        both shapes).
+      ValueError: with a one-line message naming the file, if it is not an nnjax checkpoint (not a
+        regular file, neither format, no version), is damaged or crafted (truncated, a digest
+        or checksum that does not match, malformed metadata, byte ranges that overlap or pass the
+        end, a dtype table that disagrees with the stored arrays), is of a newer format version,
+        if its set of leaf keys differs from the templates' (the message lists missing and
+        unexpected keys), or if a leaf's shape or dtype differs (the message names the leaf's
+        key path, e.g. ``params[1]['W']``, and both shapes).
     """
-    with _opened(pathlib.Path(path)) as (data, stored_keys, config, epoch):
-        dtypes = json.loads(str(data[_DTYPES_KEY])) if _DTYPES_KEY in stored_keys else {}
-        params = _restore_tree(data, "params", params_like, dtypes, stored_keys)
-        opt_state = _restore_tree(data, "opt_state", opt_state_like, dtypes, stored_keys)
-    return Checkpoint(params=params, opt_state=opt_state, config=config, epoch=epoch)
+    expected, trees = _templates(params_like, opt_state_like)
+    header, arrays = _read(path, expected)
+    params, opt_state = (
+        jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[k]) for k in keys])
+        for keys, treedef in trees
+    )
+    return Checkpoint(params, opt_state, header.config, header.epoch, header.history)

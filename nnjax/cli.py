@@ -13,8 +13,10 @@ Exit codes: 0 success, 1 training diverged or a check failed, 2 bad command-line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from nnjax import (
     datasets,
     diagnostics,
     distributed,
+    folders,
     initializers,
     runs,
     steps,
@@ -284,8 +287,29 @@ def _add_train(commands: Any, error: Callable[[str], NoReturn]) -> None:
     _add_training_options(train.add_argument_group("optimizer and training"))
     _add_parallel_options(train.add_argument_group("parallel and multi-process training"))
     output = train.add_argument_group("output")
-    output.add_argument("--output", type=Path, help="run folder (default: runs/DATASET)")
-    output.add_argument("--resume", action="store_true", help="continue from its checkpoint")
+    output.add_argument(
+        "--output",
+        type=Path,
+        help="run folder (default: the first free of runs/DATASET, runs/DATASET-2, ...; with "
+        "--resume, the most recent of them)",
+    )
+    output.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the folder's checkpoint; "
+        f"{', '.join('--' + k.replace('_', '-') for k in runs.RESUMABLE)} may change",
+    )
+    output.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --output (nnjax's files only)"
+    )
+    output.add_argument(
+        "--checkpoint-every",
+        type=_option_type(folders.parse_interval, "a number of epochs (10) or of seconds (30s)"),
+        default=folders.parse_interval("30s"),
+        metavar="N|Ts",
+        help="save the checkpoint every N epochs or every T seconds, e.g. 10 or 30s (default: "
+        "30s); SIGINT and SIGTERM save it too",
+    )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -345,39 +369,80 @@ def _join_processes(args: argparse.Namespace) -> None:
         raise ValueError("--num-processes and --process-id need --coordinator")
 
 
+def _prepare(args: argparse.Namespace, config: dict[str, Any], folder: Path) -> Any:
+    """Everything that can fail on bad input, before training: the folder is checked (and
+    locked, by process 0) before any data is loaded. Returns the run and where it starts."""
+    _join_processes(args)
+    if runs.is_lead_process():
+        folders.prepare(folder, resume=args.resume, overwrite=args.overwrite)
+    run = runs.Run(config)
+    return run, runs.resolve_devices(run, args.devices)
+
+
 def _train(args: argparse.Namespace) -> int:
     config = runs.make_config(**{key: getattr(args, key) for key in runs.DEFAULT_CONFIG})
-    folder = args.output or Path("runs") / config["dataset"]
-    try:
-        _join_processes(args)
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"--output {folder} is a file, not a folder")
-        run = runs.Run(config)
-        devices = runs.resolve_devices(run, args.devices)
-    except ValueError as error:
-        return _usage_error(str(error))
+    folder = args.output or folders.default_folder(config["dataset"], resume=args.resume)
+    created = not folder.exists()
+    with contextlib.ExitStack() as stack:
+        try:
+            run, devices = _prepare(args, config, folder)
+            if runs.is_lead_process():
+                stack.enter_context(folders.locked(folder))
+        except ValueError as error:
+            stack.close()
+            if created:
+                folders.discard(folder)
+            return _usage_error(str(error))
+        try:
+            start = folders.resume(run, folder) if args.resume else run.fresh_start()
+        except ValueError as error:
+            return _usage_error(f"--resume: {error}")
+        return _train_prepared(args, run, start, devices, folder)
+
+
+def _train_prepared(
+    args: argparse.Namespace, run: Any, start: Any, devices: Any, folder: Path
+) -> int:
     # In a multi-process run, every process trains on its share of the data; process 0 reports.
     lead = runs.is_lead_process()
     quiet = args.quiet or not lead
-    shares = runs.process_shares(run.data, quiet=quiet)
+    saver = folders.periodic_saver(run, folder, start, args.checkpoint_every) if lead else None
     try:
-        start = runs.resume(run, folder) if args.resume else run.fresh_start()
-    except ValueError as error:
-        return _usage_error(f"--resume: {error}")
-    trained = runs.train(run, start, shares=shares, devices=devices, quiet=quiet)
+        trained = runs.train(
+            run,
+            start,
+            shares=runs.process_shares(run.data, quiet=quiet),
+            devices=devices,
+            quiet=quiet,
+            on_progress=saver,
+        )
+    except KeyboardInterrupt as stop:
+        print(f"nnjax train: {stop or 'SIGINT'} while compiling: nothing written", file=sys.stderr)
+        return 143 if str(stop) == "SIGTERM" else 130
     if not lead:
         return 1 if trained.result.diverged is not None else 0
-    return _report(trained, runs.write_run_folder(run, trained, folder))
+    written = folders.write_run_folder(run, trained, folder, plots=trained.interrupted is None)
+    return _report(trained, written, folder)
 
 
-def _report(trained: runs.Trained, written: runs.Written) -> int:
+def _report(trained: runs.Trained, written: folders.Written, folder: Path) -> int:
     result, config, test = trained.result, written.metrics["config"], written.metrics["test"]
+    if trained.interrupted is not None:
+        name = signal.Signals(trained.interrupted).name
+        print(
+            f"nnjax train: {name}: stopped after epoch {trained.epoch}, saved in "
+            f"{written.checkpoint}. Continue with:\n  {runs.command_line(config, folder)}",
+            file=sys.stderr,
+        )
+        return 128 + trained.interrupted
     if result.diverged is not None:
+        lower = runs.command_line(config, folder, learning_rate=config["learning_rate"] / 10)
         print(
             f"nnjax train: error: training diverged (non-finite loss or parameters) at epoch "
             f"{result.diverged.epoch + 1}, step {result.diverged.step + 1}; the learning rate "
             f"({config['learning_rate']:g}) is likely too high. The parameters after the last "
-            f"completed epoch ({trained.epoch}) are in {written.checkpoint}.",
+            f"completed epoch ({trained.epoch}) are in {written.checkpoint}. Continue with a "
+            f"lower learning rate:\n  {lower}",
             file=sys.stderr,
         )
         return 1
@@ -396,10 +461,10 @@ def _report(trained: runs.Trained, written: runs.Written) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     try:
-        run, params, metrics = runs.load_run_folder(args.run)
+        with folders.locked(args.run) if args.run.is_dir() else contextlib.nullcontext():
+            paths = folders.redraw(args.run)
     except ValueError as error:
         return _usage_error(str(error))
-    paths = runs.write_plots(run, params, metrics["history"], args.run)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

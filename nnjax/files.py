@@ -1,15 +1,22 @@
-"""Atomic file writes: a crash or an error never leaves a half-written file at the target path."""
+"""Atomic file writes: a crash or an error never leaves a half-written file at the target path.
+
+``write_json`` writes JSON that way, every NaN or infinity written as null (JSON has no NaN).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["atomic_write"]
+import numpy as np
+
+__all__ = ["atomic_write", "finite_or_null", "write_json"]
 
 
 def _create_temporary(path: Path) -> tuple[int, Path]:
@@ -66,3 +73,27 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` as plain JSON values, NaN and infinite floats replaced by None (JSON has no NaN).
+
+    Dicts (keys as strings), lists for tuples and arrays, Python scalars for NumPy and JAX ones.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    array = np.asarray(value)
+    if array.ndim:
+        return finite_or_null(array.tolist())
+    item = array.item()
+    return None if isinstance(item, float) and not math.isfinite(item) else item
+
+
+def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Writes ``finite_or_null(payload)`` to ``path`` as indented JSON, atomically."""
+    with atomic_write(path) as f:
+        f.write(json.dumps(finite_or_null(payload), indent=2, allow_nan=False).encode())

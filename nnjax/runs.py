@@ -1,66 +1,59 @@
-"""Training runs: a configuration in, a run folder out.
+"""Training runs: a configuration in, a trained run out.
 
 A run is a configuration (``make_config``: dataset, architecture, optimizer and its hyperparameters,
 epochs, seed...) and everything it determines (``Run``: the data, the initial parameters, the random
 keys, the optimizer). ``train`` trains it from scratch or from where a run folder's checkpoint
-stopped (``resume``); ``write_run_folder`` writes the folder that ``nnjax train`` writes:
-``checkpoint.npz``, ``metrics.json`` (configuration, per-epoch history, test metrics, timings,
-versions) and the PNG plots; ``load_run_folder`` and ``write_plots`` redraw the plots of a folder::
+stopped (``folders.resume``); ``nnjax.folders`` writes and reads the folder::
 
     run = runs.Run(runs.make_config(dataset="xor", hidden=[4], activation="sigmoid", epochs=100))
     trained = runs.train(run)
-    runs.write_run_folder(run, trained, "runs/xor")
+    folders.write_run_folder(run, trained, folders.prepare(Path("runs/xor")))
 
-A run that cannot start or continue (a loss that does not fit the data, a checkpoint that does not
-match the configuration) raises ValueError with a one-line message.
+A run that cannot start (a loss that does not fit the data) raises ValueError with a one-line
+message.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import contextlib
 import os
 import platform
+import shlex
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
-import optax
 
-import nnjax
-from nnjax import checkpoints, datasets, distributed, metrics, network, optimizers, training
+from nnjax import checkpoints, datasets, distributed, network, optimizers, training
 from nnjax._validation import check_choice
-from nnjax.files import atomic_write
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
     "DEFAULT_CONFIG",
     "DEFAULT_LEARNING_RATES",
+    "OPTION_NAMES",
+    "RESUMABLE",
     "Run",
     "Start",
     "Trained",
-    "Written",
     "build_optimizer",
-    "finite_or_null",
+    "command_line",
     "is_lead_process",
-    "load_run_folder",
     "make_config",
+    "merge",
     "process_shares",
     "resolve_devices",
-    "resume",
     "train",
     "versions",
-    "write_json",
     "write_plots",
-    "write_run_folder",
 ]
 
-_CHECKPOINT = "checkpoint.npz"
-_METRICS = "metrics.json"
 CLASSIFICATION_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy")
 DEFAULT_LEARNING_RATES = {
     "adam": 3e-3,
@@ -94,6 +87,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
 ``"xavier"``; ``learning_rate`` None: ``DEFAULT_LEARNING_RATES``; ``diagnostics``: every N epochs."""
 
 
+OPTION_NAMES = {"learning_rate": "--lr"}
+"""The ``nnjax train`` option of each configuration key that is not ``--`` the key hyphenated."""
+
+RESUMABLE = ("epochs", "learning_rate", "diagnostics")
+"""The options ``--resume`` may change between chunks of a run (each change recorded)."""
+
+
 def make_config(**options: Any) -> dict[str, Any]:
     """A run's JSON-serializable config: ``DEFAULT_CONFIG`` updated with ``options`` (its keys).
 
@@ -123,12 +123,22 @@ def build_optimizer(config: dict[str, Any]) -> Any:
 
 
 class Start(NamedTuple):
-    """Where training starts: parameters, optimizer state (None: fresh), epoch, earlier history."""
+    """Where training starts.
+
+    Attributes:
+      params: the parameters.
+      opt_state: the optimizer state; None for a fresh one.
+      epoch: the epochs completed before.
+      history: the history of those epochs.
+      changes: the options ``--resume`` changed so far, each ``{"epoch", "option", "old",
+        "new"}``, oldest first.
+    """
 
     params: Any
     opt_state: Any
     epoch: int
     history: dict[str, list[float]]
+    changes: tuple[dict[str, Any], ...] = ()
 
 
 class Run:
@@ -231,37 +241,6 @@ def process_shares(data: datasets.Dataset, *, quiet: bool = True) -> tuple[tuple
     return shares[0], shares[1]
 
 
-def _check_resumable(config: dict[str, Any], saved_config: dict[str, Any], epoch: int) -> None:
-    different = {k: (saved_config.get(k), v) for k, v in config.items() if k != "epochs"}
-    different = {k: pair for k, pair in different.items() if pair[0] != pair[1]}
-    if different:
-        raise ValueError(f"options differ from the checkpoint's: {different}")
-    if config["epochs"] <= epoch:
-        raise ValueError(
-            f"--epochs {config['epochs']} is not past the checkpoint's epoch {epoch}: "
-            "nothing to train"
-        )
-
-
-def resume(run: Run, folder: str | os.PathLike[str]) -> Start:
-    """Where the run in ``folder`` stopped: its checkpoint and the history in its metrics.json.
-
-    Raises ValueError if there is no checkpoint, it is damaged or unreadable, its configuration
-    differs from ``run.config`` in anything but ``epochs``, or it is at ``epochs`` already.
-    """
-    checkpoint_path, metrics_path = Path(folder) / _CHECKPOINT, Path(folder) / _METRICS
-    if not checkpoint_path.exists():
-        raise ValueError(f"no checkpoint at {checkpoint_path}")
-    try:
-        saved_config, saved_epoch = checkpoints.read_metadata(checkpoint_path)
-        _check_resumable(run.config, saved_config, saved_epoch)
-        saved = run.load_checkpoint(checkpoint_path)
-        history = json.loads(metrics_path.read_text())["history"] if metrics_path.exists() else {}
-    except (OSError, KeyError) as error:
-        raise ValueError(str(error)) from error
-    return Start(saved.params, saved.opt_state, saved.epoch, history)
-
-
 class Trained(NamedTuple):
     """What ``train`` returns.
 
@@ -270,16 +249,20 @@ class Trained(NamedTuple):
       history: the whole run's history, the epochs before the start included.
       epoch: the epochs completed, counted from the run's beginning.
       wall_seconds: the time ``training.train`` took, compilation included.
+      changes: every option ``--resume`` changed, as in ``Start.changes``.
+      interrupted: the signal (SIGINT or SIGTERM) that stopped training early, or None.
     """
 
     result: training.TrainResult
     history: dict[str, list[float]]
     epoch: int
     wall_seconds: float
+    changes: tuple[dict[str, Any], ...]
+    interrupted: int | None
 
 
 def _progress_bar(config: dict[str, Any], initial: int, quiet: bool) -> tuple[Any, Any]:
-    from tqdm import tqdm  # deferred, as matplotlib below: importing nnjax.runs loads neither
+    from tqdm import tqdm  # deferred, as matplotlib in nnjax.folders: importing runs loads neither
 
     bar = tqdm(
         total=config["epochs"],
@@ -290,12 +273,39 @@ def _progress_bar(config: dict[str, Any], initial: int, quiet: bool) -> tuple[An
         desc=f"{config['dataset']}",
     )
 
-    def progress(epoch: int, history: dict[str, list[float]]) -> None:
-        bar.update(epoch - bar.n)
-        shown = {k: f"{v[-1]:.4f}" for k, v in history.items() if v}
+    def progress(progress: training.Progress) -> None:
+        bar.update(progress.epoch - bar.n)
+        shown = {k: f"{v[-1]:.4f}" for k, v in progress.history.items() if v}
         bar.set_postfix(shown, refresh=True)
 
     return bar, progress
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[dict[str, Any]]:
+    """SIGINT and SIGTERM stop training at the end of the compiled call they arrive in.
+
+    Yields a dict: set ``"training"`` once a call has completed; ``"signal"`` then holds the
+    signal received. Before that (while compiling), a signal interrupts at once
+    (``KeyboardInterrupt``), so that nothing is written. Only the main thread can catch signals;
+    elsewhere the default handlers stay.
+    """
+    state: dict[str, Any] = {"training": False, "signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if not state["training"]:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        state["signal"] = signum
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def train(
@@ -305,119 +315,89 @@ def train(
     shares: tuple[tuple, tuple] | None = None,
     devices: int | str | None = None,
     quiet: bool = True,
+    on_progress: Callable[[training.Progress], None] | None = None,
 ) -> Trained:
     """Trains ``run`` from ``start`` to ``run.config["epochs"]``, testing after every epoch.
 
+    SIGINT or SIGTERM end training after the compiled call they arrive in (``interrupted``); one
+    that arrives while the program compiles raises ``KeyboardInterrupt``.
+
     Args:
       run: the run.
-      start: where to start (``resume``); default ``run.fresh_start()``.
+      start: where to start (``folders.resume``); default ``run.fresh_start()``.
       shares: this process's training and test data; default ``process_shares(run.data)``.
       devices: ``training.train``'s data parallelism (``resolve_devices``).
       quiet: no progress bar.
+      on_progress: called after each compiled call with the run's ``training.Progress``, its
+        history the whole run's (e.g. ``folders.periodic_saver``).
 
     Returns:
       A ``Trained``, its parameters on the devices ``training.train`` left them on.
     """
     start = run.fresh_start() if start is None else start
-    if shares is None:
-        shares = process_shares(run.data, quiet=quiet)
-    (x_train, y_train), validation = shares
+    (x_train, y_train), validation = shares or process_shares(run.data, quiet=quiet)
     config = run.config
-    bar, progress = _progress_bar(config, start.epoch, quiet)
+    bar, show = _progress_bar(config, start.epoch, quiet)
     began = time.perf_counter()
-    result = training.train(
-        start.params,
-        x_train,
-        y_train,
-        model=run.model,
-        optimizer=run.optimizer,
-        opt_state=start.opt_state,
-        epochs=config["epochs"],
-        batch_size=config["batch_size"],
-        key=run.train_key,
-        grad=config["grad"],
-        l2=config["l2"],
-        dropout_rate=config["dropout"],
-        validation=validation,
-        start_epoch=start.epoch,
-        callback=progress,
-        diagnostics_every=config["diagnostics"],
-        devices=devices,
-    )
-    wall = time.perf_counter() - began
+    with _interruptible() as interrupt:
+
+        def callback(progress: training.Progress) -> bool:
+            interrupt["training"] = True
+            show(progress)
+            if on_progress is not None:
+                on_progress(progress._replace(history=merge(start.history, progress.history)))
+            return interrupt["signal"] is not None
+
+        result = training.train(
+            start.params,
+            x_train,
+            y_train,
+            model=run.model,
+            optimizer=run.optimizer,
+            opt_state=start.opt_state,
+            epochs=config["epochs"],
+            batch_size=config["batch_size"],
+            key=run.train_key,
+            grad=config["grad"],
+            l2=config["l2"],
+            dropout_rate=config["dropout"],
+            validation=validation,
+            start_epoch=start.epoch,
+            callback=callback,
+            diagnostics_every=config["diagnostics"],
+            devices=devices,
+        )
     bar.close()
-    history = {k: start.history.get(k, []) + v for k, v in result.history.items()}
-    return Trained(result, history, start.epoch + result.epochs_run, wall)
+    history = merge(start.history, result.history)
+    epoch = start.epoch + result.epochs_run
+    wall = time.perf_counter() - began
+    return Trained(result, history, epoch, wall, start.changes, interrupt["signal"])
 
 
-class Written(NamedTuple):
-    """What ``write_run_folder`` wrote: the checkpoint, metrics.json and its content, the plots."""
-
-    checkpoint: Path
-    metrics_json: Path
-    metrics: dict[str, Any]
-    plots: list[Path]
+def merge(earlier: dict[str, list[float]], later: dict[str, list[float]]) -> dict[str, list[float]]:
+    """A run's history: the series of ``earlier`` epochs followed by those of ``later`` ones."""
+    return {k: earlier.get(k, []) + v for k, v in later.items()}
 
 
-def _metrics(run: Run, trained: Trained, params: Any) -> dict[str, Any]:
-    """The content of metrics.json."""
-    result = trained.result
-    targets = metrics.prepare_targets(run.data.y_test, run.model.loss)
-    test = metrics.evaluate(params, run.data.x_test, targets, run.model)
-    test_loss, test_accuracy = jax.device_get(test)
-    return {
-        "config": run.config,
-        "epochs_completed": trained.epoch,
-        "history": trained.history,
-        "test": {"loss": float(test_loss), "accuracy": float(test_accuracy)},
-        "wall_seconds": trained.wall_seconds,
-        "compile_seconds": result.compile_seconds,
-        "steps_per_second": result.steps_per_second,
-        "diverged": None if result.diverged is None else result.diverged._asdict(),
-        "processes": jax.process_count(),
-        "versions": versions(),
+def command_line(config: dict[str, Any], folder: Path, **changes: Any) -> str:
+    """The ``nnjax train`` command that resumes the run of ``config`` in ``folder``.
+
+    ``changes`` override options by configuration key (e.g. ``learning_rate=1e-3``).
+    """
+    config = {**config, **changes}
+    # init and learning_rate default to values that depend on the activation and the optimizer.
+    resolved = make_config(activation=config["activation"], optimizer=config["optimizer"])
+    defaults = {
+        **make_config(),
+        "init": resolved["init"],
+        "learning_rate": resolved["learning_rate"],
     }
-
-
-def write_run_folder(run: Run, trained: Trained, folder: str | os.PathLike[str]) -> Written:
-    """Writes ``train``'s ``trained`` into ``folder``: the checkpoint, metrics.json and the plots.
-
-    ``folder`` is created if missing; no plots if training diverged. Only process 0 calls it (``is_lead_process``).
-    """
-    folder = Path(folder)
-    # On this process's devices only, for the evaluation and plots below.
-    params, opt_state = jax.device_get((trained.result.params, trained.result.opt_state))
-    checkpoint_path, metrics_path = folder / _CHECKPOINT, folder / _METRICS
-    checkpoints.save_checkpoint(
-        checkpoint_path,
-        params=params,
-        opt_state=opt_state,
-        config=run.config,
-        epoch=trained.epoch,
-    )
-    payload = _metrics(run, trained, params)
-    write_json(metrics_path, payload)
-    diverged = trained.result.diverged is not None
-    plots = [] if diverged else write_plots(run, params, trained.history, folder)
-    return Written(checkpoint_path, metrics_path, payload, plots)
-
-
-def load_run_folder(folder: str | os.PathLike[str]) -> tuple[Run, Any, dict[str, Any]]:
-    """The run of a folder ``write_run_folder`` wrote, its saved parameters and its metrics.
-
-    Raises ValueError if the folder has no metrics.json, or it or the checkpoint cannot be read.
-    """
-    folder = Path(folder)
-    metrics_path = folder / _METRICS
-    if not metrics_path.exists():
-        raise ValueError(f"{folder} is not a run folder: no {_METRICS}")
-    try:
-        payload = json.loads(metrics_path.read_text())
-        run = Run(payload["config"])
-        saved = run.load_checkpoint(folder / _CHECKPOINT)
-    except (OSError, ValueError, KeyError) as error:  # JSONDecodeError is a ValueError
-        raise ValueError(f"cannot read the run folder {folder}: {error}") from error
-    return run, saved.params, payload
+    words = ["nnjax", "train"]
+    for key, value in config.items():
+        if key in DEFAULT_CONFIG and (value != defaults[key] or key in changes):
+            text = ",".join(map(str, value)) if key == "hidden" else str(value)
+            words += [OPTION_NAMES.get(key, "--" + key.replace("_", "-")), text or "none"]
+    return " ".join([*words, "--output", shlex.quote(str(folder)), "--resume"])
 
 
 _LAYER_PLOTS = (
@@ -466,6 +446,11 @@ def write_plots(run: Run, params: Any, history: dict[str, list[float]], folder: 
 
 def versions() -> dict[str, str]:
     """The versions of nnjax, JAX, jaxlib, optax and Python, and the first device."""
+    import jaxlib  # deferred with the rest: only a written run folder needs versions
+    import optax
+
+    import nnjax
+
     return {
         "nnjax": nnjax.__version__,
         "jax": jax.__version__,
@@ -474,27 +459,3 @@ def versions() -> dict[str, str]:
         "python": platform.python_version(),
         "device": str(jax.devices()[0]),
     }
-
-
-def finite_or_null(value: Any) -> Any:
-    """``value`` as plain JSON values, NaN and infinite floats replaced by None (JSON has no NaN).
-
-    Dicts (keys as strings), lists for tuples and arrays, Python scalars for NumPy and JAX ones.
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_or_null(v) for v in value]
-    array = np.asarray(value)
-    if array.ndim:
-        return finite_or_null(array.tolist())
-    item = array.item()
-    return None if isinstance(item, float) and not math.isfinite(item) else item
-
-
-def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Writes ``finite_or_null(payload)`` to ``path`` as indented JSON, atomically."""
-    with atomic_write(path) as f:
-        f.write(json.dumps(finite_or_null(payload), indent=2, allow_nan=False).encode())

@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_OPTIMIZER",
     "Divergence",
     "History",
+    "Progress",
     "TrainResult",
     "check_optimizer",
     "checked_data",
@@ -70,6 +71,25 @@ class Divergence(NamedTuple):
 
     epoch: int
     step: int
+
+
+class Progress(NamedTuple):
+    """What ``train``'s callback sees after each compiled call.
+
+    Attributes:
+      epoch: the epochs completed, counted from the run's beginning (``start_epoch`` included).
+      history: the history of this call of ``train`` so far (as ``TrainResult.history``).
+      params: the parameters after ``epoch`` epochs.
+      opt_state: the optimizer state that goes with them.
+
+    ``params`` and ``opt_state`` live on the device until the next compiled call reuses their
+    buffers: a callback that keeps them copies them first (``jax.device_get``).
+    """
+
+    epoch: int
+    history: History
+    params: Any
+    opt_state: Any
 
 
 class TrainResult(NamedTuple):
@@ -235,9 +255,9 @@ def _chunk_history(chunk: program.EpochMetrics, done: int, first_epoch: int) -> 
 
 
 def _run_chunks(
-    run: _Run, options: _Options, callback: Callable[[int, History], None] | None, public
+    run: _Run, options: _Options, callback: Callable[[Progress], Any] | None, public
 ) -> tuple[Any, Any, History, int, float, Divergence | None]:
-    """Calls the compiled program until ``options.epochs`` or a divergence.
+    """Calls the compiled program until ``options.epochs``, a divergence or the callback's stop.
 
     Each call runs about half a second of epochs (or ``options.epochs_per_call``).
     """
@@ -265,8 +285,8 @@ def _run_chunks(
         for name, values in _chunk_history(chunk_metrics, done, epoch).items():
             history.setdefault(name, []).extend(values)
         epoch += done
-        if callback is not None:
-            callback(epoch, public(history))
+        if callback is not None and callback(Progress(epoch, public(history), params, opt_state)):
+            break
         if options.epochs_per_call is None:
             chunk = int(np.clip(0.5 / max(elapsed / max(done, 1), 1e-6), 1, MAX_EPOCHS_PER_CALL))
     return params, opt_state, history, epoch, seconds, diverged
@@ -290,7 +310,7 @@ def train(
     validation: tuple[jax.Array, jax.Array] | None = None,
     start_epoch: int = 0,
     epochs_per_call: int | None = None,
-    callback: Callable[[int, History], None] | None = None,
+    callback: Callable[[Progress], Any] | None = None,
     diagnostics_every: int = 0,
     devices: int | str | None = None,
 ) -> TrainResult:
@@ -318,7 +338,9 @@ def train(
       validation: optional ``(x_val, y_val)``, evaluated after every epoch.
       start_epoch: the first epoch to run, for resuming.
       epochs_per_call: epochs per compiled call; default adapts to about two calls a second.
-      callback: called after each call as ``callback(epochs_done, history)``, e.g. for progress.
+      callback: called after each compiled call with a ``Progress`` (e.g. to show progress or
+        save a checkpoint); when it returns something true, training stops there and the result
+        holds the state it saw.
       diagnostics_every: every this many epochs (0: never), record ``nnjax.diagnostics`` of a
         ``DenseNetwork`` on the first 256 training samples: the history gains
         ``diagnostics_epoch`` (the epochs recorded, counted from 1) and one list per entry of

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import safetensors.numpy
 
 from nnjax import checks, cli
 
@@ -82,7 +83,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     from nnjax import checkpoints
 
     def params_after(folder):
-        return dict(np.load(folder / "checkpoint.npz", allow_pickle=False))
+        return safetensors.numpy.load_file(folder / "checkpoint.safetensors")
 
     options = ["train", "--dataset", "moons", "--hidden", "8", "--quiet", "--dropout", "0.1"]
     assert cli.main([*options, "--epochs", "4", "--output", str(tmp_path / "straight")]) == 0
@@ -92,7 +93,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     straight, again = params_after(tmp_path / "straight"), params_after(tmp_path / "resumed")
     for key in straight:
         np.testing.assert_array_equal(straight[key], again[key], err_msg=key)
-    assert checkpoints.read_metadata(tmp_path / "resumed" / "checkpoint.npz")[1] == 4
+    assert checkpoints.read_metadata(tmp_path / "resumed" / "checkpoint.safetensors")[1] == 4
 
 
 @pytest.mark.parametrize(
@@ -101,7 +102,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
         (["--hidden", "16"], "options differ from the checkpoint's: {'hidden': ([8], [16])}"),
         (["--optimizer", "sgd"], "options differ from the checkpoint's: {'optimizer'"),
         (["--epochs", "2"], "--epochs 2 is not past the checkpoint's epoch 2: nothing to train"),
-        (["--damage"], "is a damaged checkpoint"),
+        (["--damage"], "is damaged (its SHA-256 digest does not match its content)"),
     ],
 )
 def test_a_resume_that_cannot_continue_is_a_one_line_usage_error(tmp_path, capsys, change, message):
@@ -109,10 +110,9 @@ def test_a_resume_that_cannot_continue_is_a_one_line_usage_error(tmp_path, capsy
     options = ["train", "--dataset", "moons", "--hidden", "8", "--quiet", "--output", folder]
     assert cli.main([*options, "--epochs", "2"]) == 0
     if change == ["--damage"]:
-        path = tmp_path / "run" / "checkpoint.npz"
+        path = tmp_path / "run" / "checkpoint.safetensors"
         data = bytearray(path.read_bytes())
-        middle = len(data) // 2
-        data[middle : middle + 64] = bytes(64)  # zeroes inside an array: its checksum fails
+        data[-64:] = bytes(b ^ 0xFF for b in data[-64:])  # flipped bits in the last tensor
         path.write_bytes(bytes(data))
         change = []
     capsys.readouterr()
@@ -135,10 +135,13 @@ def test_divergence_exits_1_and_keeps_the_last_completed_epoch(tmp_path, capsys)
     assert "diverged (non-finite loss or parameters) at epoch 1" in err
     assert "learning rate (1e+38) is likely too high" in err
     assert "after the last completed epoch (0)" in err
-    saved = np.load(folder / "checkpoint.npz", allow_pickle=False)
-    assert all(np.isfinite(saved[k]).all() for k in saved.files if k.startswith("params"))
+    assert (
+        f"nnjax train --dataset moons --optimizer sgd --lr 1e+37 --output {folder} --resume" in err
+    )
+    saved = safetensors.numpy.load_file(folder / "checkpoint.safetensors")
+    assert all(np.isfinite(saved[k]).all() for k in saved if k.startswith("params"))
     # The checkpoint is epoch 0's state: the initial parameters and a fresh optimizer state.
-    assert checkpoints.read_metadata(folder / "checkpoint.npz")[1] == 0
+    assert checkpoints.read_metadata(folder / "checkpoint.safetensors")[1] == 0
     assert int(saved["opt_state.count"]) == 0
 
 
@@ -209,3 +212,54 @@ def test_plot_of_a_damaged_run_folder_is_a_usage_error(tmp_path, capsys):
     (tmp_path / "metrics.json").write_text("{not json")
     assert cli.main(["plot", str(tmp_path)]) == 2
     assert "cannot read the run folder" in capsys.readouterr().err
+
+
+def test_a_folder_holding_a_run_is_replaced_only_when_asked(tmp_path, capsys):
+    folder = tmp_path / "xor"
+    options = ["train", *XOR_OPTIONS, "--epochs", "2", "--output", str(folder)]
+    assert cli.main(options) == 0
+    (folder / "history.png").unlink()
+    capsys.readouterr()
+    assert cli.main(options) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "holds a run already: pass --resume to continue it or --overwrite to replace it"
+    )
+    assert len(err.splitlines()) == 1 and not (folder / "history.png").exists()
+    assert cli.main([*options, "--overwrite"]) == 0
+    assert (folder / "history.png").exists()
+
+
+def test_default_folders_are_numbered_and_resume_continues_the_latest(tmp_path, monkeypatch):
+    from nnjax import checkpoints
+
+    monkeypatch.chdir(tmp_path)
+    options = ["train", *XOR_OPTIONS, "--epochs", "2"]
+    assert cli.main(options) == 0 and cli.main(options) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["xor", "xor-2"]
+    assert cli.main([*options[:-1], "3", "--lr", "1", "--resume"]) == 0
+    config, epoch = checkpoints.read_metadata(tmp_path / "runs/xor-2/checkpoint.safetensors")
+    assert epoch == 3 and config["learning_rate"] == 1.0
+    assert config["changes"] == [{"epoch": 2, "option": "learning_rate", "old": 2.0, "new": 1.0}]
+    assert checkpoints.read_metadata(tmp_path / "runs/xor/checkpoint.safetensors")[1] == 2
+
+
+def test_sigint_saves_the_checkpoint_and_prints_the_command_that_resumes(tmp_path):
+    import json
+    import signal
+    import time
+
+    folder = tmp_path / "long"
+    command = [sys.executable, "-m", "nnjax.cli", "train", *XOR_OPTIONS, "--epochs", "1000000"]
+    command += ["--checkpoint-every", "1", "--output", str(folder)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (folder / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, err
+    assert "SIGINT: stopped after epoch" in err and "--resume" in err.splitlines()[-1]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["complete"] is False and 0 < metrics["epochs_completed"] < 1000000
+    assert len(metrics["history"]["train_loss"]) == metrics["epochs_completed"]

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 
 import nnjax
 from nnjax.datasets import Dataset
+from nnjax.files import write_json
 from nnjax.plotting import save_figure
-from nnjax.runs import write_json
 from nnjax.training import TrainResult, train
 
 __all__ = [
