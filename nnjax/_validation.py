@@ -60,12 +60,13 @@ def check_positive(name: str, value: Any) -> None:
     check_in_range(name, value, low=0.0, low_inclusive=False)
 
 
-def check_int(name: str, value: Any, minimum: int) -> int:
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     """Returns ``value`` as a Python int, raising ValueError unless it is an integer >= minimum.
 
     Accepted: Python ints and integer scalars of NumPy or JAX (anything ``operator.index``
     takes, e.g. ``np.int64(5)``, ``np.array(5)`` or ``jnp.int32(5)``). Rejected: bools, floats
-    (even ``2.0``), arrays that are not 0-d (even ``[5]``) and traced values.
+    (even ``2.0``), arrays that are not 0-d (even ``[5]``) and traced values. With ``maximum``
+    (e.g. ``2**31 - 1`` for a count that becomes an int32), larger values are rejected too.
     """
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -75,6 +76,8 @@ def check_int(name: str, value: Any, minimum: int) -> int:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
     if count < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {count}")
+    if maximum is not None and count > maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {count}")
     return count
 
 
@@ -272,3 +275,155 @@ def check_float32(name: str, value: float) -> None:
     tiny, largest = 1.1754944e-38, 3.4028235e38
     if value != 0 and not tiny <= abs(value) <= largest:
         raise ValueError(f"{name} is not representable in float32")
+
+
+def _is_real_dtype(dtype: Any) -> bool:
+    return jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+
+
+def check_real(name: str, value: Any) -> None:
+    """Raises TypeError unless ``value`` is a real number: an int or float, or a numeric array.
+
+    Arrays (NumPy, JAX, traced) must have an integer or floating-point dtype; bools, strings and
+    complex numbers are rejected.
+    """
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None:
+        real = _is_real_dtype(dtype)
+    else:
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real:
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r:.40}")
+
+
+def check_below_one_in(name: str, value: Any, dtype: Any) -> None:
+    """Raises ValueError if a concrete ``value`` rounds to 1 or more in ``dtype``.
+
+    For a decay rate or probability that must stay below 1 where it is used: 0.99999999 is 1.0 in
+    float32 and 0.999 is 1.0 in bfloat16. A traced value passes unchecked.
+    """
+    v = concrete_float(value)
+    dtype = jnp.dtype(dtype)
+    if v is not None and (v >= 1 or float(np.asarray(v, dtype)) >= 1):
+        largest = 1 - float(jnp.finfo(dtype).epsneg)
+        raise ValueError(
+            f"{name}={v!r} rounds to 1.0 in {dtype}, where it must stay below 1; "
+            f"use at most {largest!r}, or a wider dtype"
+        )
+
+
+def check_normal_in(name: str, value: Any, dtype: Any) -> None:
+    """Raises ValueError if a concrete, non-zero ``value`` is no normal number in ``dtype``.
+
+    That is, if it rounds to 0, to a subnormal number (which XLA flushes to 0 on CPUs and GPUs) or
+    to inf. A traced value passes unchecked.
+    """
+    v = concrete_float(value)
+    if v is None or v == 0:
+        return
+    info = jnp.finfo(dtype)
+    # Beyond the largest finite number, the cast would warn of the overflow.
+    rounded = abs(float(np.asarray(v, info.dtype))) if abs(v) <= float(info.max) else math.inf
+    if not float(info.tiny) <= rounded <= float(info.max):
+        raise ValueError(
+            f"{name}={v!r} is not representable in {info.dtype}: it rounds to 0, a subnormal "
+            f"number or inf there; use a magnitude in [{info.tiny}, {info.max}]"
+        )
+
+
+def check_l2_finite(name: str, l2: Any, weights: Iterable[Any]) -> None:
+    r"""Raises ValueError if the L2 penalty :math:`\frac{\lambda}{2}\sum\|w\|^2` overflows.
+
+    Checked for concrete ``l2`` and weights (a traced one passes): ``l2`` itself and the penalty
+    must be finite in the weights' dtype (the narrowest, if they differ).
+    """
+    lam = concrete_float(l2)
+    arrays = [concrete_array(w) for w in weights] if lam else []
+    if not arrays or any(a is None or not jnp.issubdtype(a.dtype, jnp.floating) for a in arrays):
+        return
+    dtype = min((a.dtype for a in arrays), key=lambda d: float(jnp.finfo(d).max))
+    largest = float(jnp.finfo(dtype).max)
+    squares = sum(float(np.sum(np.square(a.astype(np.float64)))) for a in arrays)
+    if lam > largest or lam * squares / 2 > largest:
+        bound = min(largest, 2 * largest / squares) if squares else largest
+        raise ValueError(
+            f"{name}={lam!r} makes the L2 penalty ({name} / 2 * {squares:.3g}, the weights' "
+            f"squared norm) overflow {dtype}; use {name} below {bound:.3g}"
+        )
+
+
+def check_float_dtype(name: str, dtype: Any) -> jnp.dtype:
+    """Returns ``dtype`` as a dtype, raising TypeError unless it is a floating-point one."""
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be a floating-point dtype, got {dtype!r}") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point dtype, got {dtype}")
+    return dtype
+
+
+def check_nonempty(name: str, x: Any) -> None:
+    """Raises ValueError if the array ``x`` has no elements (a mean over it would be NaN)."""
+    if 0 in jnp.shape(x):
+        raise ValueError(f"{name} is empty (shape {jnp.shape(x)}); it needs at least one element")
+
+
+_ARGUMENT_ORDER = (
+    "nnjax losses take loss(y_true, y_pred), targets first: the reverse of optax's order"
+)
+
+
+def check_target_range(name: str, y_true: Any, low: float, high: float | None = None) -> None:
+    """Raises ValueError unless concrete targets lie in ``[low, high]`` (``[low, inf)`` for None).
+
+    The message names the argument order, since a prediction passed as the target is the usual
+    cause. A traced array passes unchecked; NaN is left to the loss.
+    """
+    values = concrete_array(y_true)
+    if values is None or not values.size:
+        return
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    if lo < low or (high is not None and hi > high):
+        upper = "inf)" if high is None else f"{high:g}]"
+        raise ValueError(
+            f"{name} must lie in [{low:g}, {upper}, got values in [{lo:g}, {hi:g}] "
+            f"({_ARGUMENT_ORDER})"
+        )
+
+
+def check_real_targets(name: str, y_true: jax.Array) -> None:
+    """Raises TypeError for complex targets, which a cast to a real dtype would truncate."""
+    if jnp.issubdtype(y_true.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"{name} must be real, got dtype {y_true.dtype}: a cast would drop its imaginary part"
+        )
+
+
+def check_fits_dtype(name: str, x: Any, dtype: Any) -> None:
+    """Raises ValueError if concrete ``x`` holds finite values that overflow ``dtype``.
+
+    For a cast that would turn them into inf. A traced array passes unchecked.
+    """
+    values = concrete_array(x)
+    if values is None or not values.size or not _is_real_dtype(values.dtype):
+        return
+    largest = float(jnp.finfo(dtype).max)
+    finite = values[np.isfinite(values)]
+    if finite.size and float(np.max(np.abs(finite))) > largest:
+        raise ValueError(
+            f"{name} holds values up to {float(np.max(np.abs(finite))):g}, beyond "
+            f"{jnp.dtype(dtype)}'s largest {largest:g}; cast the prediction to {values.dtype}"
+        )
+
+
+def check_host_port(name: str, address: Any) -> None:
+    """Raises ValueError unless ``address`` reads ``"host:port"``, port an integer in [1, 65535].
+
+    An IPv6 host is written in brackets: ``"[::1]:1234"``.
+    """
+    host, _, port = str(address).rpartition(":")
+    if not isinstance(address, str) or not host or not port.isdigit() or not 0 < int(port) < 2**16:
+        raise ValueError(
+            f"{name} must read host:port (e.g. 10.0.0.1:1234), port in [1, 65535], got {address!r}"
+        )

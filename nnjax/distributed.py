@@ -30,6 +30,8 @@ or split by rows across processes) on it; ``training.train(..., devices=N)`` use
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from typing import NamedTuple
 
 import jax
@@ -55,6 +57,9 @@ def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    *,
+    initialization_timeout: int = 60,
+    heartbeat_timeout: int = 100,
 ) -> None:
     """Joins this process to a multi-process run (``jax.distributed.initialize``).
 
@@ -68,11 +73,24 @@ def initialize(
         process passes the same one.
       num_processes: the number of processes ``P`` in the run.
       process_id: this process's index, ``0 .. P - 1``.
+      initialization_timeout: seconds to wait for all ``P`` processes to connect. Past it, the
+        process writes one line to stderr naming the coordinator and exits with status 1 (where
+        JAX alone would abort with a stack dump).
+      heartbeat_timeout: seconds without a sign of life after which JAX declares a process dead
+        and ends the others (JAX's default, 100).
 
     Raises:
-      ValueError: for a malformed environment variable or argument (JAX's own message).
+      ValueError: for a malformed argument or environment variable: an address that is not
+        ``host:port``, a timeout that is not a positive integer (JAX's own message for the rest).
       RuntimeError: if JAX has already started its backends or is already initialized.
     """
+    name = "coordinator_address"
+    if coordinator_address is None and os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        name, coordinator_address = "JAX_COORDINATOR_ADDRESS", os.environ["JAX_COORDINATOR_ADDRESS"]
+    if coordinator_address is not None:
+        _validation.check_host_port(name, coordinator_address)
+    timeout = _validation.check_positive_int("initialization_timeout", initialization_timeout)
+    heartbeat = _validation.check_positive_int("heartbeat_timeout", heartbeat_timeout)
     if num_processes is None:
         num_processes = _env_int("JAX_NUM_PROCESSES")
     if process_id is None:
@@ -80,11 +98,33 @@ def initialize(
     # The CPU backend has no cross-process collectives unless one is chosen before it starts;
     # GPU and TPU backends ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
+    watchdog = threading.Timer(timeout, _connection_timed_out, (coordinator_address, timeout))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=timeout + _JAX_TIMEOUT_MARGIN_S,
+            heartbeat_timeout_seconds=heartbeat,
+        )
+    finally:
+        watchdog.cancel()
+
+
+_JAX_TIMEOUT_MARGIN_S = 30
+"""JAX's own connection timeout is this much later than ``initialize``'s, which ends first."""
+
+
+def _connection_timed_out(coordinator_address: str | None, timeout: int) -> None:
+    where = "the coordinator" if coordinator_address is None else coordinator_address
+    sys.stderr.write(
+        f"nnjax: error: the processes did not all connect to {where} within {timeout} s; check "
+        "that every process was started with the same address and that process 0 is reachable\n"
     )
+    sys.stderr.flush()
+    os._exit(1)  # the main thread is blocked inside JAX's connection call
 
 
 def process_rows(n: int) -> slice:

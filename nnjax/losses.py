@@ -7,12 +7,17 @@ with the shape of the prediction.
 
 Shapes must match exactly; nnjax never broadcasts a target against a prediction. Note that the
 argument order is the spec's, the reverse of optax's ``loss(predictions, targets)``.
+
+Empty arrays (a mean over nothing would be NaN) and complex targets raise an error, as do concrete
+targets outside a loss's domain (BCE's [0, 1], negative one-hot entries) and concrete targets
+that a cast to the prediction's dtype would overflow.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nnjax import _validation
 from nnjax.activations import sigmoid, softmax
@@ -29,13 +34,25 @@ __all__ = [
 ]
 
 
+def _cast_targets(name: str, y_true: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """``y_true`` in the prediction's dtype, refusing concrete values the cast would make inf."""
+    if y_true.dtype != dtype:
+        _validation.check_fits_dtype(name, y_true, dtype)
+    return y_true.astype(dtype)
+
+
 def _check_pair(
-    y_true: jax.Array, y_pred: jax.Array, pred_name: str = "y_pred"
+    y_true: jax.Array, y_pred: jax.Array, pred_name: str = "y_pred", probabilities: bool = False
 ) -> tuple[jax.Array, jax.Array]:
+    """Checks a target and a prediction; ``probabilities``: concrete targets must be in [0, 1]."""
     y_true = jnp.asarray(y_true)
+    _validation.check_real_targets("y_true", y_true)
     y_pred = _validation.check_float_array(pred_name, y_pred)
     _validation.check_same_shape("y_true", y_true, pred_name, y_pred)
-    return y_true.astype(y_pred.dtype), y_pred
+    _validation.check_nonempty(pred_name, y_pred)
+    if probabilities:
+        _validation.check_target_range("y_true", y_true, 0.0, 1.0)
+    return _cast_targets("y_true", y_true, y_pred.dtype), y_pred
 
 
 def mse_loss(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
@@ -70,7 +87,16 @@ def _bce_epsilon(dtype: jnp.dtype, epsilon: float | None) -> float:
         info = jnp.finfo(dtype)
         # 1 - epsilon must stay below 1: the spec's 1e-15 only does in float64.
         return {64: 1e-15, 32: 1e-7}.get(info.bits, float(info.eps))
+    _validation.check_real("epsilon", epsilon)
     _validation.check_in_range("epsilon", epsilon, low=0.0, high=0.5, low_inclusive=False)
+    _validation.check_normal_in("epsilon", epsilon, dtype)
+    eps = _validation.concrete_float(epsilon)
+    if eps is not None and float(np.asarray(1 - eps, dtype)) == 1:
+        raise ValueError(
+            f"epsilon={eps!r} is below {jnp.dtype(dtype)}'s resolution at 1 "
+            f"({float(jnp.finfo(dtype).epsneg):g}): 1 - epsilon rounds to 1, and a prediction of "
+            "1 would give log(0)"
+        )
     return epsilon
 
 
@@ -87,12 +113,13 @@ def binary_cross_entropy(
       y_pred: predicted probabilities, the same shape.
       epsilon: the clip. The spec's 1e-15 is the default in float64; in float32
         ``1 - 1e-15 == 1`` and ``log(0)`` would return, so the default is 1e-7 in float32 and
-        the machine epsilon in float16 and bfloat16.
+        the machine epsilon in float16 and bfloat16. An explicit one must be at least the
+        dtype's resolution at 1, so that ``1 - epsilon < 1`` (ValueError otherwise).
 
     The clip has a flat gradient: a confident wrong prediction outside the clip gets no gradient
     at all. Train on logits with ``binary_cross_entropy_with_logits`` instead.
     """
-    y_true, y_pred = _check_pair(y_true, y_pred)
+    y_true, y_pred = _check_pair(y_true, y_pred, probabilities=True)
     eps = _bce_epsilon(y_pred.dtype, epsilon)
     p = jnp.clip(y_pred, eps, 1 - eps)
     return -jnp.mean(y_true * jnp.log(p) + (1 - y_true) * jnp.log(1 - p))
@@ -111,7 +138,7 @@ def binary_cross_entropy_derivative(
     the clip is active (the derivative of the clipped loss). At exactly ``epsilon`` or
     ``1 - epsilon`` the loss has a kink and no derivative.
     """
-    y_true, y_pred = _check_pair(y_true, y_pred)
+    y_true, y_pred = _check_pair(y_true, y_pred, probabilities=True)
     eps = _bce_epsilon(y_pred.dtype, epsilon)
     clipped = (y_pred <= eps) | (y_pred >= 1 - eps)  # False for NaN, which stays NaN
     p = jnp.clip(y_pred, eps, 1 - eps)
@@ -134,7 +161,7 @@ def binary_cross_entropy_with_logits(y_true: jax.Array, logits: jax.Array) -> ja
       y_true: targets in [0, 1], any shape, e.g. ``(batch, 1)``.
       logits: pre-sigmoid outputs, the same shape.
     """
-    y_true, logits = _check_pair(y_true, logits, "logits")
+    y_true, logits = _check_pair(y_true, logits, "logits", probabilities=True)
     return jnp.mean(jax.nn.softplus(logits) - y_true * logits)
 
 
@@ -143,16 +170,21 @@ def binary_cross_entropy_with_logits_derivative(y_true: jax.Array, logits: jax.A
 
     :math:`\frac{\partial L}{\partial z_i} = \frac{1}{n}(\sigma(z_i) - y_i)`, shape of ``logits``.
     """
-    y_true, logits = _check_pair(y_true, logits, "logits")
+    y_true, logits = _check_pair(y_true, logits, "logits", probabilities=True)
     return (sigmoid(logits) - y_true) / logits.size
 
 
 def _one_hot_targets(y_true: jax.Array, logits: jax.Array) -> jax.Array:
     """Integer labels ``(batch,)`` become one-hot ``(batch, classes)``; one-hot passes through."""
     logits = _validation.check_float_array("logits", logits)
-    if logits.ndim < 1:
-        raise ValueError(f"logits must have shape (batch, classes), got shape {logits.shape}")
+    if logits.ndim < 1 or logits.shape[-1] == 0:
+        raise ValueError(
+            f"logits must have shape (batch, classes) with at least one class, got shape "
+            f"{logits.shape}"
+        )
+    _validation.check_nonempty("logits", logits)
     y_true = jnp.asarray(y_true)
+    _validation.check_real_targets("y_true", y_true)
     num_classes = logits.shape[-1]
     if jnp.issubdtype(y_true.dtype, jnp.integer):
         if y_true.shape != logits.shape[:-1]:
@@ -163,7 +195,8 @@ def _one_hot_targets(y_true: jax.Array, logits: jax.Array) -> jax.Array:
         _validation.check_label_range("integer labels", y_true, num_classes)
         return jax.nn.one_hot(y_true, num_classes, dtype=logits.dtype)
     _validation.check_same_shape("one-hot y_true", y_true, "logits", logits)
-    return y_true.astype(logits.dtype)
+    _validation.check_target_range("one-hot y_true", y_true, 0.0)
+    return _cast_targets("one-hot y_true", y_true, logits.dtype)
 
 
 def softmax_cross_entropy(y_true: jax.Array, logits: jax.Array) -> jax.Array:

@@ -102,7 +102,12 @@ def evaluate(
 
     Returns:
       ``(loss, accuracy)`` as scalars; the accuracy is NaN for ``loss="mse"``.
+
+    Raises:
+      ValueError: if ``x`` or ``y`` is empty (the means would be NaN).
     """
+    _validation.check_nonempty("x", x)
+    _validation.check_nonempty("y", y)
     output, cache = model.forward(params, x)
     value = model.data_loss(params, y, cache)
     acc = accuracy(output, y, model.loss) if has_accuracy(model.loss) else jnp.full((), jnp.nan)

@@ -103,7 +103,8 @@ def forward_neuron(
       x: inputs of shape ``(n,)``, or a batch ``(batch, n)``.
       w: weights of shape ``(n,)``.
       b: the scalar bias.
-      activation_fn: :math:`f`, a function or the name of an activation in ``ACTIVATIONS``.
+      activation_fn: :math:`f`, a function or the name of an activation in ``ACTIVATIONS``
+        (TypeError for anything else).
 
     Returns:
       :math:`a`: a scalar for one input, ``(batch,)`` for a batch.
@@ -117,8 +118,14 @@ def forward_neuron(
         raise ValueError(
             f"x must have shape ({w.shape[0]},) or (batch, {w.shape[0]}), got {x.shape}"
         )
-    fn = get_activation(activation_fn).fn if isinstance(activation_fn, str) else activation_fn
-    return fn(x @ w + b)
+    if isinstance(activation_fn, str):
+        activation_fn = get_activation(activation_fn).fn
+    elif not callable(activation_fn):
+        raise TypeError(
+            "activation_fn must be a function or an activation name "
+            f"({', '.join(ACTIVATIONS)}), got {type(activation_fn).__name__} {activation_fn!r:.40}"
+        )
+    return activation_fn(x @ w + b)
 
 
 def init_network(
@@ -134,12 +141,13 @@ def init_network(
       layer_sizes: ``[n_in, hidden_1, ..., n_out]``, at least two positive sizes.
       init: a name in ``INITIALIZERS`` (``"xavier"``, ``"xavier_uniform"``, ``"he"``) or a function
         ``init(key, n_in, n_out, dtype)`` returning ``(n_out, n_in)`` weights.
-      dtype: floating-point dtype of every parameter.
+      dtype: floating-point dtype of every parameter (TypeError for any other).
 
     Returns:
       A list with one ``{"W": (n_out, n_in), "b": (n_out,)}`` dict per layer; biases are zero.
     """
     sizes = _validation.check_layer_sizes(layer_sizes)
+    dtype = _validation.check_float_dtype("dtype", dtype)
     if isinstance(init, str):
         _validation.check_choice("init", init, INITIALIZERS)
         init = INITIALIZERS[init]
@@ -193,6 +201,21 @@ def hidden_activations(activation: str | Sequence[str], num_hidden: int) -> tupl
     return names
 
 
+def _parameter_dtype(params: Params) -> jnp.dtype:
+    """The one floating-point dtype of every ``W`` and ``b``; TypeError for a mix or a non-float."""
+    dtype = jnp.result_type(params[0]["W"])
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"parameters must be floating-point, got layer 1's W of dtype {dtype}")
+    for l, layer in enumerate(params, start=1):
+        for name in ("W", "b"):
+            if jnp.result_type(layer[name]) != dtype:
+                raise TypeError(
+                    f"every parameter must have one dtype, but layer {l}'s {name} has "
+                    f"{jnp.result_type(layer[name])} and layer 1's W {dtype}"
+                )
+    return dtype
+
+
 def _check_input(params: Params, x: jax.Array) -> tuple[int, ...]:
     sizes = layer_sizes(params)
     x = _validation.check_float_array("x", x)
@@ -201,7 +224,7 @@ def _check_input(params: Params, x: jax.Array) -> tuple[int, ...]:
             f"x must have shape (batch, {sizes[0]}) for a network with {sizes[0]} inputs, "
             f"got shape {x.shape}"
         )
-    dtype = jnp.result_type(params[0]["W"])
+    dtype = _parameter_dtype(params)
     if x.dtype != dtype:  # no silent promotion: float64 inputs would make the whole pass float64
         raise TypeError(f"x has dtype {x.dtype} but the parameters have {dtype}; cast one of them")
     return sizes
@@ -315,6 +338,22 @@ def weight_penalty(params: Params, l2: float | jax.Array) -> jax.Array:
     return l2_regularization([layer["W"] for layer in params], l2)
 
 
+def _check_cache(cache: Cache, sizes: tuple[int, ...], batch: int) -> None:
+    """Raises ValueError unless ``cache`` holds what ``backward_pass`` reads, in these shapes."""
+    num_layers = len(sizes) - 1
+    needed = (f"z{num_layers}", *(f"a{l}" for l in range(1, num_layers)))
+    for name in (*needed, *(f"z{l}" for l in range(1, num_layers))):
+        if name not in cache:
+            raise ValueError(f"cache has no {name!r}: pass the cache forward_pass returned")
+    for l, n in enumerate(sizes[1:], start=1):
+        for name in (f"z{l}", f"a{l}", f"mask{l}"):
+            if name in cache and jnp.shape(cache[name]) != (batch, n):
+                raise ValueError(
+                    f"cache[{name!r}] has shape {jnp.shape(cache[name])}, but these parameters "
+                    f"and x need ({batch}, {n}): pass the cache forward_pass returned for them"
+                )
+
+
 def backward_pass(
     params: Params,
     x: jax.Array,
@@ -360,9 +399,7 @@ def backward_pass(
     sizes = _check_input(params, x)
     num_layers = len(sizes) - 1
     names = hidden_activations(activation, num_layers - 1)
-    for name in (f"z{num_layers}", *(f"a{l}" for l in range(1, num_layers))):
-        if name not in cache:
-            raise ValueError(f"cache has no {name!r}: pass the cache forward_pass returned")
+    _check_cache(cache, sizes, x.shape[0])
     use_l2 = _validation.concrete_float(l2) != 0.0
     if use_l2:
         _validation.check_in_range("l2", l2, low=0.0)

@@ -69,11 +69,24 @@ class AdamState(NamedTuple):
 
 def _check_learning_rate(learning_rate: ScalarOrSchedule) -> None:
     if not callable(learning_rate):
+        _validation.check_real("learning_rate", learning_rate)
         _validation.check_positive("learning_rate", learning_rate)
 
 
 def _check_decay(name: str, beta: float) -> None:
+    _validation.check_real(name, beta)
     _validation.check_in_range(name, beta, low=0.0, high=1.0)
+
+
+def _float_dtypes(tree: Any) -> set[jnp.dtype]:
+    """The floating-point dtypes of a pytree's leaves, where hyperparameters are rounded to."""
+    dtypes = {jnp.result_type(leaf) for leaf in jax.tree.leaves(tree)}
+    return {dtype for dtype in dtypes if jnp.issubdtype(dtype, jnp.floating)}
+
+
+def _at_least_float32(dtype: jnp.dtype) -> jnp.dtype:
+    """``promote_types(dtype, float32)`` for a float dtype (without strict promotion's error)."""
+    return jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else jnp.dtype(dtype)
 
 
 def _update_moment(
@@ -105,7 +118,7 @@ def _update_moment(
 def _bias_correction(beta: float, t: jax.Array, like: jax.Array) -> jax.Array:
     r""":math:`1 - \beta^t` in ``like``'s dtype, computed in at least float32 (as optax does): in
     bfloat16, 0.999 rounds to 1 and the correction would be 0."""
-    dtype = jnp.float32 if jnp.finfo(like.dtype).bits < 32 else like.dtype
+    dtype = _at_least_float32(like.dtype)
     base = jnp.asarray(beta, dtype)
     # base ** t as jnp.power computes it, without its implicit int-to-float promotion: repeated
     # multiplication for a concrete t (an update run eagerly), XLA's pow for a traced one.
@@ -149,12 +162,19 @@ def _momentum(
     """
     _check_learning_rate(learning_rate)
     _check_decay("beta", beta)
+    _validation.check_instance("nesterov", nesterov, bool)
+
+    def check_dtypes(tree):
+        for dtype in _float_dtypes(tree):
+            _validation.check_below_one_in("beta", beta, dtype)
 
     def init_fn(params):
+        check_dtypes(params)
         return MomentumState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
 
     def update_fn(grads, state, params=None):
         del params
+        check_dtypes(grads)
         v = _update_moment(grads, state.velocity, beta, weight=gradient_weight)
         direction = v
         if nesterov:
@@ -179,8 +199,10 @@ def momentum(
 
     Args:
       learning_rate: :math:`\alpha > 0`, or a schedule.
-      beta: :math:`\beta \in [0, 1)`.
+      beta: :math:`\beta \in [0, 1)`, also after rounding to the parameters' dtype (checked by
+        ``init`` and ``update``: 0.99999999 is 1.0 in float32).
     """
+    _check_decay("beta", beta)
     return _momentum(learning_rate, beta, gradient_weight=1 - beta, nesterov=False)
 
 
@@ -198,7 +220,7 @@ def classical_momentum(
 
     Args:
       learning_rate: :math:`\alpha > 0`, or a schedule.
-      beta: :math:`\beta \in [0, 1)`.
+      beta: :math:`\beta \in [0, 1)`, also after rounding to the parameters' dtype.
       nesterov: use Nesterov's look-ahead step.
     """
     return _momentum(learning_rate, beta, gradient_weight=1.0, nesterov=nesterov)
@@ -208,7 +230,7 @@ def adam(
     learning_rate: ScalarOrSchedule = 0.001,
     beta1: float = 0.9,
     beta2: float = 0.999,
-    epsilon: float = 1e-8,
+    epsilon: float | None = None,
     eps_root: float = 0.0,
 ) -> optax.GradientTransformation:
     r"""Adam, as in the spec, with bias correction.
@@ -222,25 +244,49 @@ def adam(
     the spec's formula) adds a term inside it, which keeps the gradient of the update finite when
     differentiating through the optimizer. The same as ``optax.adam``.
 
+    ``init`` and ``update`` check the hyperparameters in the parameters' dtype, where they are used:
+    :math:`\beta_1` and :math:`\beta_2` must stay below 1 in the dtype of the bias correction
+    (at least float32; in the moments, bfloat16 rounds 0.999 to 1, as in optax) and an explicit
+    :math:`\epsilon` must be a normal number (float16 rounds 1e-8 to 0).
+
     Args:
       learning_rate: :math:`\alpha > 0`, or a schedule.
       beta1: :math:`\beta_1 \in [0, 1)`, decay of the first moment.
       beta2: :math:`\beta_2 \in [0, 1)`, decay of the second moment.
-      epsilon: :math:`\epsilon > 0`.
+      epsilon: :math:`\epsilon > 0`. None (the default) is 1e-8, raised to the dtype's smallest
+        normal number where 1e-8 is below it: 1e-8 in float32, float64 and bfloat16, about
+        6.1e-5 in float16, where 1e-8 would round to 0 and a zero gradient divide 0 by 0.
       eps_root: :math:`\epsilon_{root} \ge 0`.
     """
     _check_learning_rate(learning_rate)
     _check_decay("beta1", beta1)
     _check_decay("beta2", beta2)
-    _validation.check_positive("epsilon", epsilon)
+    if epsilon is not None:
+        _validation.check_real("epsilon", epsilon)
+        _validation.check_positive("epsilon", epsilon)
+    _validation.check_real("eps_root", eps_root)
     _validation.check_in_range("eps_root", eps_root, low=0.0)
 
+    def check_dtypes(tree):
+        for dtype in _float_dtypes(tree):
+            _validation.check_below_one_in("beta1", beta1, _at_least_float32(dtype))
+            _validation.check_below_one_in("beta2", beta2, _at_least_float32(dtype))
+            if epsilon is not None:
+                _validation.check_normal_in("epsilon", epsilon, dtype)
+
+    def effective_epsilon(dtype):
+        if epsilon is not None:
+            return jnp.asarray(epsilon, dtype)
+        return jnp.asarray(max(1e-8, float(jnp.finfo(dtype).tiny)), dtype)
+
     def init_fn(params):
+        check_dtypes(params)
         m, v = jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, params)
         return AdamState(jnp.zeros([], jnp.int32), m, v)
 
     def update_fn(grads, state, params=None):
         del params
+        check_dtypes(grads)
         m = _update_moment(grads, state.mu, beta1, order=1)
         v = _update_moment(grads, state.nu, beta2, order=2)
         t = optax.safe_increment(state.count)
@@ -250,7 +296,7 @@ def adam(
             m_hat = m / _bias_correction(beta1, t, m)
             v_hat = v / _bias_correction(beta2, t, v)
             sqrt_v_hat = jnp.sqrt(v_hat + jnp.asarray(eps_root, v.dtype))
-            return m_hat / (sqrt_v_hat + jnp.asarray(epsilon, v.dtype))
+            return m_hat / (sqrt_v_hat + effective_epsilon(v.dtype))
 
         updates = _scaled(learning_rate, state.count, jax.tree.map(step, m, v))
         return updates, AdamState(t, m, v)

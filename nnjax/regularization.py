@@ -35,8 +35,13 @@ def l2_regularization(weights: Sequence[jax.Array], lambda_: float) -> jax.Array
 
     Returns:
       A scalar; add it to the data loss.
+
+    Raises:
+      ValueError: if ``lambda_`` and the weights are concrete and the penalty overflows their
+        dtype (it would be inf).
     """
     _validation.check_in_range("lambda_", lambda_, low=0.0)
+    _validation.check_l2_finite("lambda_", lambda_, weights)
     # lambda_ in each weight's dtype: a float64 lambda_ never promotes float32 weights.
     return sum(0.5 * jnp.asarray(lambda_, w.dtype) * jnp.sum(w**2) for w in weights)
 
@@ -44,9 +49,11 @@ def l2_regularization(weights: Sequence[jax.Array], lambda_: float) -> jax.Array
 def l2_regularization_gradient(weights: Sequence[jax.Array], lambda_: float) -> list[jax.Array]:
     r"""Gradient of ``l2_regularization``: :math:`\partial L_{\text{reg}} / \partial w^{(l)} = \lambda w^{(l)}`.
 
-    Returns one array per weight matrix, each of its shape.
+    Returns one array per weight matrix, each of its shape. Raises ValueError as
+    ``l2_regularization`` does for a penalty that overflows.
     """
     _validation.check_in_range("lambda_", lambda_, low=0.0)
+    _validation.check_l2_finite("lambda_", lambda_, weights)
     return [jnp.asarray(lambda_, w.dtype) * w for w in weights]
 
 
@@ -68,7 +75,11 @@ def add_l2_penalty(
       l2: the strength :math:`\lambda \ge 0` (a float, or a traced scalar in a sweep).
       mask: a function from the parameters to a pytree of booleans, True where the penalty
         applies. By default every leaf with two or more dimensions (weight matrices) and no bias.
+
+    ``update`` raises ValueError where ``l2`` and the parameters are concrete and
+    :math:`\frac{\lambda}{2}\sum\|w\|^2` overflows their dtype.
     """
+    _validation.check_real("l2", l2)
     _validation.check_in_range("l2", l2, low=0.0)
 
     def init_fn(params):
@@ -81,6 +92,8 @@ def add_l2_penalty(
                 "add_l2_penalty needs the parameters: call update(grads, state, params)"
             )
         selected = mask(params) if mask is not None else jax.tree.map(_is_weight_matrix, params)
+        penalized = jax.tree.leaves(jax.tree.map(lambda w, on: w if on else None, params, selected))
+        _validation.check_l2_finite("l2", l2, penalized)
         updates = jax.tree.map(
             lambda g, w, on: g + jnp.asarray(l2, g.dtype) * w if on else g,
             updates,
@@ -108,7 +121,10 @@ def dropout_forward(
     Args:
       key: a ``jax.random`` key for the mask.
       x: activations, any shape, e.g. ``(batch, units)``.
-      p_drop: probability of dropping a unit, in ``[0, 1)``.
+      p_drop: probability of dropping a unit, in ``[0, 1)``. The keep probability ``1 - p_drop``
+        is formed before rounding to ``x``'s dtype: in Python's float64 for a float, in
+        ``promote_types(x.dtype, float32)`` for a traced rate (a traced rate that was rounded to 1
+        before it came here drops every unit: check it where it is cast).
       inverted: scale kept units by ``1 / (1 - p_drop)``.
 
     Returns:
@@ -116,9 +132,15 @@ def dropout_forward(
     """
     _validation.check_in_range("p_drop", p_drop, low=0.0, high=1.0)
     x = _validation.check_float_array("x", x)
-    # 1 - p_drop before rounding to x's dtype: in bfloat16, 1 - bf16(0.999) would be 0.
+    # 1 - p_drop before rounding to x's dtype (in bfloat16, 1 - bf16(0.999) would be 0): in
+    # Python's float64 for a concrete rate, in promote_types(x.dtype, float32) for a traced one,
+    # so float64 is exact either way.
     p = _validation.concrete_float(p_drop)
-    keep = jnp.asarray(1 - p if p is not None else 1 - jnp.asarray(p_drop, jnp.float32), x.dtype)
+    if p is None:
+        wide = jnp.float32 if jnp.finfo(x.dtype).bits < 32 else x.dtype
+        keep = (1 - jnp.asarray(p_drop, wide)).astype(x.dtype)
+    else:
+        keep = jnp.asarray(1 - p, x.dtype)
     if p is not None and np.asarray(1 - p, x.dtype) == 0:
         raise ValueError(f"p_drop={p!r} leaves a keep probability that is 0 in {x.dtype}")
     # Bernoulli(keep) as jax.random.bernoulli draws it, with typed bounds so that no float64

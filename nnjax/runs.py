@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnjax import checkpoints, datasets, distributed, network, optimizers, training
-from nnjax._validation import check_choice
+from nnjax import _validation, checkpoints, datasets, distributed, network, optimizers, training
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
@@ -103,7 +102,7 @@ def make_config(**options: Any) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"unknown run options: {', '.join(unknown)}")
     config = {**DEFAULT_CONFIG, **options}
-    check_choice("optimizer", config["optimizer"], DEFAULT_LEARNING_RATES)
+    _validation.check_choice("optimizer", config["optimizer"], DEFAULT_LEARNING_RATES)
     config["hidden"] = list(config["hidden"])
     config["init"] = config["init"] or ("he" if config["activation"] == "relu" else "xavier")
     config["learning_rate"] = config["learning_rate"] or DEFAULT_LEARNING_RATES[config["optimizer"]]
@@ -153,6 +152,7 @@ class Run:
       model: the ``network.DenseNetwork`` (hidden activation and output/loss pair).
       optimizer: the optax transformation (``build_optimizer``).
       initial_params: the initialized parameters.
+      initial_opt_state: the optimizer's state for them (``optimizer.init``).
       train_key: the key of shuffling and dropout.
 
     Raises ValueError for binary cross-entropy on more than two classes, or as ``load_dataset``.
@@ -175,17 +175,24 @@ class Run:
         self.model = network.DenseNetwork(config["activation"], config["loss"])
         self.optimizer = build_optimizer(config)
         self.initial_params = network.init_network(init_key, self.layer_sizes, config["init"])
+        # Hyperparameters invalid in the parameters' dtype fail here, before any compilation.
+        self.initial_opt_state = self.optimizer.init(self.initial_params)
+        dtype = self.data.x_train.dtype
+        _validation.check_below_one_in("--dropout", config["dropout"], dtype)
+        weights = [layer["W"] for layer in self.initial_params]
+        _validation.check_l2_finite("--l2", config["l2"], weights)
+        _validation.check_int("--epochs", config["epochs"], 1, maximum=2**31 - 1)
 
     def fresh_start(self) -> Start:
         """The start of a new run: the initial parameters at epoch 0."""
-        return Start(self.initial_params, None, 0, {})
+        return Start(self.initial_params, self.initial_opt_state, 0, {})
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> checkpoints.Checkpoint:
         """The checkpoint at ``path``, read with this run's parameters and state as templates."""
         return checkpoints.load_checkpoint(
             path,
             params_like=self.initial_params,
-            opt_state_like=self.optimizer.init(self.initial_params),
+            opt_state_like=self.initial_opt_state,
         )
 
     def class_predictions(self, params: Any, x: jax.Array) -> jax.Array:

@@ -172,8 +172,9 @@ def shuffle_indices(key: jax.Array, n: int) -> jax.Array:
     sampling noise (a test checks it), which is what minibatch shuffling needs; it is not a
     uniform draw from all ``n!`` permutations.
 
-    Returns int32 indices of shape ``(n,)``.
+    Returns int32 indices of shape ``(n,)``; ``n`` must be a positive integer (ValueError).
     """
+    n = _validation.check_positive_int("n", n)
     half = max(1, (max(1, math.ceil(math.log2(n))) + 1) // 2)
     mask = jnp.uint32((1 << half) - 1)
     round_keys = jax.random.bits(key, (_FEISTEL_ROUNDS,), jnp.uint32)

@@ -60,6 +60,7 @@ DEFAULT_OPTIMIZER = optimizers.adam(1e-3)
 """``train``'s optimizer when given none. One object: the compile cache keys on the optimizer, and
 a new ``adam(1e-3)`` per call would recompile every call."""
 _DIAGNOSTICS_BATCH = 256
+_INT32_MAX = 2**31 - 1  # epoch counters are int32 in the compiled program
 
 
 class Divergence(NamedTuple):
@@ -151,6 +152,7 @@ def checked_data(
     validation data, ``x_val, y_val`` are one-sample placeholders that are never evaluated.
     """
     width = model.input_width(params)
+    _validation.check_nonempty("x", x)
     pairs = [(x, y), validation] if validation is not None else [(x, y)]
     checked = []
     for name, (inputs, targets) in zip(("x", "validation x"), pairs, strict=False):
@@ -185,12 +187,14 @@ class _Options(NamedTuple):
 def _checked_options(
     epochs, batch_size, start_epoch, epochs_per_call, diagnostics_every, l2, dropout_rate
 ) -> _Options:
-    epochs = _validation.check_int("epochs", epochs, 1)
-    start_epoch = _validation.check_int("start_epoch", start_epoch, 0)
+    epochs = _validation.check_int("epochs", epochs, 1, maximum=_INT32_MAX)
+    start_epoch = _validation.check_int("start_epoch", start_epoch, 0, maximum=_INT32_MAX)
     if start_epoch > epochs:
         raise ValueError(f"start_epoch must be in [0, epochs={epochs}], got {start_epoch}")
     if epochs_per_call is not None:
-        epochs_per_call = _validation.check_int("epochs_per_call", epochs_per_call, 1)
+        epochs_per_call = _validation.check_int(
+            "epochs_per_call", epochs_per_call, 1, maximum=_INT32_MAX
+        )
     _validation.check_in_range("l2", l2, low=0.0)
     _validation.check_in_range("dropout_rate", dropout_rate, low=0.0, high=1.0)
     return _Options(
@@ -364,6 +368,7 @@ def train(
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     check_optimizer(optimizer, learning_rate)
     if learning_rate is not None:
+        _validation.check_real("learning_rate", learning_rate)
         _validation.check_positive("learning_rate", learning_rate)
     if opt_state is None:
         opt_state = steps.optimizer_at(optimizer, learning_rate).init(params)
@@ -374,6 +379,9 @@ def train(
     # donation would otherwise invalidate.
     params, opt_state = jax.tree.map(jnp.array, (params, opt_state))
     dtype = data[0].dtype
+    # Checked as the program will hold them: in the data's dtype.
+    _validation.check_below_one_in("dropout_rate", dropout_rate, dtype)
+    _validation.check_l2_finite("l2", l2, [w for w in jax.tree.leaves(params) if jnp.ndim(w) >= 2])
     hyper = steps.Hyperparameters(
         None if learning_rate is None else jnp.asarray(learning_rate, dtype),
         *(jnp.asarray(v, dtype) for v in (l2, dropout_rate)),

@@ -13,10 +13,29 @@ import optax
 
 from nnjax.gradcheck import tree_relative_error
 
-__all__ = ["PNG_SIGNATURE", "jit_unoptimized", "standard_promotion", "tree_relative_error"]
+__all__ = [
+    "PNG_SIGNATURE",
+    "XOR_RUN",
+    "jit_unoptimized",
+    "standard_promotion",
+    "tree_relative_error",
+]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 """The eight bytes every PNG file starts with."""
+
+XOR_RUN = {
+    "dataset": "xor",
+    "hidden": [4],
+    "activation": "sigmoid",
+    "loss": "binary_cross_entropy",
+    "optimizer": "momentum",
+    "learning_rate": 2.0,
+    "batch_size": 4,
+    "seed": 3,
+}
+"""The run options of the XOR tests (``runs.make_config``): test_cli's XOR_OPTIONS as a
+configuration, so that the tests of runs, folders and the CLI share compiled programs."""
 
 jit_unoptimized = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 """``jax.jit`` without XLA's backend optimizations: a test runs a small program a few times, and

@@ -9,17 +9,10 @@ import pytest
 
 from nnjax import folders, runs
 
+from helpers import XOR_RUN
+
 # The XOR network of test_cli.py and test_runs.py: the same shapes share compiled programs.
-XOR = {
-    "dataset": "xor",
-    "hidden": [4],
-    "activation": "sigmoid",
-    "loss": "binary_cross_entropy",
-    "optimizer": "momentum",
-    "learning_rate": 2.0,
-    "batch_size": 4,
-    "seed": 3,
-}
+XOR = XOR_RUN
 
 
 def xor_run(**options):

@@ -284,9 +284,12 @@ def test_bce_default_epsilon_keeps_float32_finite_at_0_and_1():
 
 
 def test_bce_float32_with_spec_epsilon_would_be_infinite():
-    """Why float32 does not use the spec's 1e-15: 1 - 1e-15 rounds to 1 and log(0) returns."""
+    """Why float32 does not use the spec's 1e-15: 1 - 1e-15 rounds to 1 and log(0) would return,
+    so an explicit epsilon that small is refused."""
     y, p = jnp.asarray(EDGE_Y), jnp.asarray(EDGE_P)
-    assert not np.isfinite(float(losses.binary_cross_entropy(y, p, epsilon=1e-15)))
+    assert np.float32(1 - 1e-15) == 1
+    with pytest.raises(ValueError, match=r"epsilon=1e-15 is below float32's resolution at 1"):
+        losses.binary_cross_entropy(y, p, epsilon=1e-15)
 
 
 def test_bce_default_epsilon_float64_is_the_spec_value():
@@ -446,3 +449,103 @@ def test_bce_derivative_passes_nan_on():
     y_pred = jnp.array([jnp.nan, 0.5, 0.0])
     grad = np.asarray(losses.binary_cross_entropy_derivative(jnp.ones(3), y_pred))
     assert np.isnan(grad[0]) and np.isfinite(grad[1:]).all() and grad[2] == 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Numeric domains: clip epsilons, empty arrays, targets outside a loss's domain
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fn", [losses.binary_cross_entropy, losses.binary_cross_entropy_derivative]
+)
+@pytest.mark.parametrize(
+    ("dtype", "eps"), [(jnp.float32, 2e-8), (jnp.float16, 1e-4), (jnp.bfloat16, 1e-3)]
+)
+def test_bce_epsilon_below_the_resolution_at_one_is_refused(fn, dtype, eps):
+    """1 - epsilon must stay below 1 in the prediction's dtype, or a perfect prediction is NaN."""
+    assert float(np.asarray(1 - eps, dtype)) == 1
+    y, p = jnp.zeros(2, dtype), jnp.ones(2, dtype)
+    with pytest.raises(
+        ValueError, match=f"epsilon={eps!r} is below {jnp.dtype(dtype)}'s resolution"
+    ):
+        fn(y, p, epsilon=eps)
+
+
+def test_bce_epsilon_at_the_resolution_keeps_a_perfect_prediction_finite():
+    y, p = jnp.asarray([0.0, 1.0]), jnp.asarray([1.0, 1.0])
+    value = losses.binary_cross_entropy(y, p, epsilon=6e-8)
+    assert np.isfinite(float(value)) and float(value) > 7.0  # -log(6e-8) / 2
+
+
+EMPTY_CASES = [
+    (losses.mse_loss, np.zeros((0, 3), np.float32), "y_pred is empty"),
+    (losses.mse_derivative, np.zeros((0, 3), np.float32), "y_pred is empty"),
+    (losses.binary_cross_entropy, np.zeros((0, 1), np.float32), "y_pred is empty"),
+    (losses.binary_cross_entropy_with_logits, np.zeros((0, 1), np.float32), "logits is empty"),
+    (losses.softmax_cross_entropy, np.zeros((0,), np.int32), "logits is empty"),
+    (losses.softmax_cross_entropy_derivative, np.zeros((0, 3), np.float32), "logits is empty"),
+]
+
+
+@pytest.mark.parametrize(
+    ("fn", "y", "message"), EMPTY_CASES, ids=[fn.__name__ for fn, _, _ in EMPTY_CASES]
+)
+def test_empty_arrays_raise_instead_of_returning_nan(fn, y, message):
+    logits = np.zeros((0, 3) if y.ndim == 1 else y.shape, np.float32)
+    with pytest.raises(ValueError, match=message):
+        fn(y, logits)
+    with pytest.raises(ValueError, match=message):  # shapes are static: also under jit
+        jax.jit(fn)(y, logits)
+
+
+@pytest.mark.parametrize(
+    "fn", [losses.softmax_cross_entropy, losses.softmax_cross_entropy_derivative]
+)
+def test_softmax_ce_over_zero_classes_raises(fn):
+    with pytest.raises(ValueError, match="at least one class, got shape \\(4, 0\\)"):
+        fn(np.zeros((4,), np.int32), np.zeros((4, 0), np.float32))
+
+
+BCE_FUNCTIONS = [
+    losses.binary_cross_entropy,
+    losses.binary_cross_entropy_derivative,
+    losses.binary_cross_entropy_with_logits,
+    losses.binary_cross_entropy_with_logits_derivative,
+]
+
+
+@pytest.mark.parametrize("fn", BCE_FUNCTIONS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("bad", [-0.5, 1.5, 3.0])
+def test_bce_targets_outside_the_unit_interval_name_the_argument_order(fn, bad):
+    """A swapped call (optax's loss(predictions, targets)) is the usual cause: say so."""
+    y = np.array([0.0, 1.0, bad, 0.5], np.float32)
+    p = np.full(4, 0.5, np.float32)
+    with pytest.raises(ValueError, match=r"y_true must lie in \[0, 1\].*loss\(y_true, y_pred\)"):
+        fn(y, p)
+    fn(np.clip(y, 0.0, 1.0), p)  # the boundaries are targets too
+
+
+@pytest.mark.parametrize(
+    "fn", [losses.softmax_cross_entropy, losses.softmax_cross_entropy_derivative]
+)
+def test_one_hot_rows_with_negative_entries_raise(fn):
+    y = np.array([[1.0, 0.0, 0.0], [0.2, -0.1, 0.9]], np.float32)
+    with pytest.raises(ValueError, match=r"one-hot y_true must lie in \[0, inf\).*-0\.1"):
+        fn(y, np.zeros((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("fn", FUNCTIONS, ids=lambda f: f.__name__)
+def test_complex_targets_raise_instead_of_dropping_the_imaginary_part(fn):
+    y = np.zeros((4, 3), np.complex64)
+    with pytest.raises(TypeError, match="y_true must be real, got dtype complex64"):
+        fn(y, np.full((4, 3), 0.5, np.float32))
+
+
+@pytest.mark.parametrize("fn", [losses.mse_loss, losses.mse_derivative])
+def test_targets_that_overflow_the_prediction_dtype_raise(fn):
+    y = np.array([1.0, 7e4], np.float32)  # float16's largest finite number is 65504
+    with pytest.raises(ValueError, match="y_true holds values up to 70000, beyond float16"):
+        fn(y, jnp.zeros(2, jnp.float16))
+    in_range = np.array([1.0, 100.0], np.float32)
+    assert np.isfinite(np.asarray(fn(in_range, jnp.zeros(2, jnp.float16)), np.float32)).all()

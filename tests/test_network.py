@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnjax
-from nnjax import network
+from nnjax import _validation, metrics, network, steps
 
 from helpers import tree_relative_error
 
@@ -277,10 +277,12 @@ def test_output_error_is_fused_a_minus_y():
 def test_predict_is_the_evaluation_forward_pass():
     params, x, _ = make_problem(7, (3, 4, 2), "binary_cross_entropy", 5)
     out, _ = nnjax.forward_pass(params, x, activation="relu", loss="binary_cross_entropy")
-    chex.assert_trees_all_equal(
-        nnjax.predict(params, x, activation="relu", loss="binary_cross_entropy"), out
-    )
+    predicted = nnjax.predict(params, x, activation="relu", loss="binary_cross_entropy")
+    chex.assert_trees_all_equal(predicted, out)
     assert float(out.min()) > 0 and float(out.max()) < 1
+    (W1, b1), (W2, b2) = ((np.asarray(p["W"]), np.asarray(p["b"])) for p in params)
+    hidden = np.maximum(np.asarray(x) @ W1.T + b1, 0)
+    np.testing.assert_allclose(predicted, 1 / (1 + np.exp(-(hidden @ W2.T + b2))), rtol=1e-5)
 
 
 @settings(max_examples=12, deadline=None)
@@ -318,3 +320,66 @@ def test_backward_pass_vmaps_over_a_stack_of_networks():
         chex.assert_trees_all_close(
             jax.tree.map(lambda leaf, k=k: leaf[k], batched), grads(params), rtol=1e-6, atol=1e-7
         )
+
+
+# --- refused networks, caches and inputs ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.complex64, jnp.int32, jnp.bool_, "text"])
+def test_init_network_refuses_a_dtype_that_is_not_floating_point(dtype):
+    with pytest.raises(TypeError, match="dtype must be a floating-point dtype"):
+        nnjax.init_network(jax.random.key(0), [3, 4, 2], dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    ("layer", "name", "dtype"),
+    [(1, "b", jnp.int32), (1, "W", jnp.float16), (0, "b", jnp.bfloat16)],
+)
+def test_forward_pass_refuses_parameters_of_mixed_dtypes(layer, name, dtype):
+    params, x, _ = make_problem(0, (3, 4, 2), "mse", 2)
+    params[layer][name] = params[layer][name].astype(dtype)
+    with pytest.raises(TypeError, match=f"layer {layer + 1}'s {name} has {jnp.dtype(dtype)}"):
+        nnjax.forward_pass(params, x, activation="tanh", loss="mse")
+
+
+def test_forward_pass_refuses_integer_parameters():
+    params, _, _ = make_problem(0, (3, 4, 2), "mse", 2)
+    params = [{k: v.astype(jnp.int32) for k, v in layer.items()} for layer in params]
+    with pytest.raises(TypeError, match=r"parameters must be floating-point.*int32"):
+        nnjax.forward_pass(params, jnp.ones((2, 3)), loss="mse")
+
+
+def test_backward_pass_with_another_networks_cache_names_the_entry_and_shape():
+    params, x, y = make_problem(4, (2, 3, 2), "mse", 4)
+    other, _, _ = make_problem(4, (2, 5, 2), "mse", 4)
+    _, cache = nnjax.forward_pass(other, x, activation="tanh", loss="mse")
+    with pytest.raises(ValueError, match=r"cache\['z1'\] has shape \(4, 5\).*need \(4, 3\)"):
+        nnjax.backward_pass(params, x, y, cache, activation="tanh", loss="mse")
+    _, cache = nnjax.forward_pass(params, x[:3], activation="tanh", loss="mse")
+    with pytest.raises(ValueError, match=r"cache\['z1'\] has shape \(3, 3\).*need \(4, 3\)"):
+        nnjax.backward_pass(params, x, y, cache, activation="tanh", loss="mse")
+
+
+def test_forward_neuron_refuses_an_activation_that_is_neither_function_nor_name():
+    with pytest.raises(TypeError, match="activation_fn must be a function or an activation name"):
+        nnjax.forward_neuron(jnp.ones(3), jnp.ones(3), 0.0, 5)
+
+
+def test_evaluate_on_empty_arrays_raises_instead_of_returning_nan():
+    params, _, _ = make_problem(0, (3, 4, 2), "softmax_cross_entropy", 2)
+    with pytest.raises(ValueError, match=r"x is empty \(shape \(0, 3\)\)"):
+        metrics.evaluate(params, jnp.ones((0, 3)), jnp.zeros((0,), jnp.int32))
+
+
+def test_shuffle_indices_of_nothing_is_a_value_error():
+    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
+        steps.shuffle_indices(jax.random.key(0), 0)
+    np.testing.assert_array_equal(steps.shuffle_indices(jax.random.key(0), 1), [0])
+
+
+def test_check_int_with_a_maximum_names_the_bound():
+    """A count that becomes an int32 (epochs) gets an upper bound, not an OverflowError later."""
+    with pytest.raises(ValueError, match=r"epochs must be an integer in \[1, 2147483647\]"):
+        _validation.check_int("epochs", 2**40, 1, maximum=2**31 - 1)
+    assert _validation.check_int("epochs", 2**31 - 1, 1, maximum=2**31 - 1) == 2**31 - 1
+    assert _validation.check_int("epochs", 2**40, 1) == 2**40

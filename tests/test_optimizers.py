@@ -638,19 +638,28 @@ def test_bad_hyperparameters_raise_value_error_naming_them(name, kwargs, param):
         optimizers.OPTIMIZERS[name](**kwargs)
 
 
+def _sign(g):
+    return np.sign(g)  # Adam's first update: m / sqrt(v) with m = g, v = g^2 (bias-corrected)
+
+
 @pytest.mark.parametrize(
-    "make",
+    ("make", "lr", "direction", "rtol"),
     [
-        lambda: nnjax.momentum(0.1, beta=0.0),
-        lambda: nnjax.classical_momentum(1e-9, beta=0.0),
-        lambda: nnjax.adam(0.1, beta1=0.0, beta2=0.0, eps_root=0.0),
-        lambda: nnjax.adam(0.1, beta1=0.999999, beta2=0.999999, epsilon=1e-30),
-        lambda: nnjax.sgd(optax.constant_schedule(0.1)),
+        (lambda: nnjax.momentum(0.1, beta=0.0), 0.1, np.asarray, 1e-6),
+        (lambda: nnjax.classical_momentum(1e-9, beta=0.0), 1e-9, np.asarray, 1e-6),
+        (lambda: nnjax.adam(0.1, beta1=0.0, beta2=0.0, eps_root=0.0), 0.1, _sign, 1e-6),
+        # float32 rounds 0.999999 to 0.99999899: the bias correction is 1.3% off 1 - beta
+        (lambda: nnjax.adam(0.1, beta1=0.999999, beta2=0.999999, epsilon=1e-30), 0.1, _sign, 1e-2),
+        (lambda: nnjax.sgd(optax.constant_schedule(0.1)), 0.1, np.asarray, 1e-6),
     ],
 )
-def test_boundary_hyperparameters_are_accepted(make):
+def test_boundary_hyperparameters_are_accepted(make, lr, direction, rtol):
+    """Each builds an optimizer whose first update is ``-lr`` times its first direction."""
     opt = make()
     assert isinstance(opt, optax.GradientTransformation)
+    params, grads = jnp.ones(3), jnp.array([0.5, -2.0, 0.25])
+    updates, _ = opt.update(grads, opt.init(params), params)
+    np.testing.assert_allclose(updates, -lr * direction(grads), rtol=rtol)
 
 
 def test_adam_in_bfloat16_moves_like_optax():
@@ -687,3 +696,93 @@ def test_beta_zero_momentum_is_sgd_for_both_forms():
             for _ in range(2):
                 updates, state = opt.update(grads, state, params)
                 chex.assert_trees_all_close(updates, expected, rtol=1e-15, atol=0)
+
+
+WRONG_TYPES = [
+    ("sgd", {"learning_rate": "0.1"}, "learning_rate"),
+    ("sgd", {"learning_rate": True}, "learning_rate"),
+    ("momentum", {"learning_rate": 0.1, "beta": "0.9"}, "beta"),
+    ("classical_momentum", {"learning_rate": 0.1, "beta": None}, "beta"),
+    ("classical_momentum", {"learning_rate": 0.1, "nesterov": "yes"}, "nesterov"),
+    ("adam", {"learning_rate": 1j}, "learning_rate"),
+    ("adam", {"beta1": "0.9"}, "beta1"),
+    ("adam", {"epsilon": "1e-8"}, "epsilon"),
+    ("adam", {"eps_root": [0.0]}, "eps_root"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "param"), WRONG_TYPES, ids=[f"{n}-{p}" for n, _, p in WRONG_TYPES]
+)
+def test_hyperparameters_of_the_wrong_type_are_refused_when_built(name, kwargs, param):
+    """Refused by the constructor, not at the first update: ``sgd("0.1")`` is a TypeError."""
+    with pytest.raises(TypeError, match=rf"^{param} must be a"):
+        optimizers.OPTIMIZERS[name](**kwargs)
+
+
+BETAS_ROUNDING_TO_ONE = [
+    (lambda: nnjax.adam(1e-3, beta1=0.99999999), "beta1"),
+    (lambda: nnjax.adam(1e-3, beta2=0.99999999), "beta2"),
+    (lambda: nnjax.momentum(1e-3, beta=0.99999999), "beta"),
+    (lambda: nnjax.classical_momentum(1e-3, beta=0.99999999), "beta"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "param"),
+    BETAS_ROUNDING_TO_ONE,
+    ids=["adam-beta1", "adam-beta2", "momentum", "classical_momentum"],
+)
+def test_betas_that_round_to_one_in_the_parameters_dtype_are_refused(make, param):
+    """0.99999999 < 1 passes the constructor but is 1.0 in float32: init and update refuse it."""
+    opt = make()
+    params = make_params(jnp.float32)
+    with pytest.raises(ValueError, match=rf"^{param}=0.99999999 rounds to 1.0 in float32"):
+        opt.init(params)
+    with jax.enable_x64(True):
+        state = opt.init(make_params(jnp.float64))  # exact in float64
+    with pytest.raises(ValueError, match=rf"^{param}=0.99999999 rounds to 1.0 in float32"):
+        opt.update(params, state, params)
+
+
+def test_momentum_beta_rounding_to_one_in_bfloat16_is_refused():
+    """The velocity is kept in the parameters' dtype, where 0.999 is 1.0 in bfloat16."""
+    with pytest.raises(ValueError, match=r"^beta=0.999 rounds to 1.0 in bfloat16"):
+        nnjax.momentum(0.1, 0.999).init(make_params(jnp.bfloat16))
+
+
+def test_adam_default_epsilon_is_the_smallest_normal_number_in_float16():
+    """1e-8 rounds to 0 in float16 (a zero gradient would give 0 / 0); the default is raised."""
+    params = make_params(jnp.float16)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    opt = nnjax.adam(1e-3)
+    state = opt.init(params)
+    for grads in (zeros, make_params(jnp.float16, seed=3)):
+        updates, state = opt.update(grads, state, params)
+        assert all(np.isfinite(np.asarray(u, np.float32)).all() for u in jax.tree.leaves(updates))
+    # the same bits as an explicit epsilon of float16's smallest normal number
+    explicit = nnjax.adam(1e-3, epsilon=float(jnp.finfo(jnp.float16).tiny))
+    grads = make_params(jnp.float16, seed=3)
+    chex.assert_trees_all_equal(
+        opt.update(grads, opt.init(params), params),
+        explicit.update(grads, opt.init(params), params),
+    )
+
+
+def test_adam_explicit_epsilon_that_rounds_to_zero_is_refused():
+    opt = nnjax.adam(1e-3, epsilon=1e-8)
+    with pytest.raises(ValueError, match=r"^epsilon=1e-08 is not representable in float16"):
+        opt.init(make_params(jnp.float16))
+    opt.init(make_params(jnp.bfloat16))  # bfloat16 has float32's range
+
+
+def test_adam_default_epsilon_is_unchanged_in_float32():
+    """The default stays 1e-8 where it is a normal number: the same bits as an explicit 1e-8."""
+    params, grads = make_params(jnp.float32), make_params(jnp.float32, seed=5)
+    results = []
+    for opt in (nnjax.adam(1e-3), nnjax.adam(1e-3, epsilon=1e-8)):
+        state = opt.init(params)
+        for _ in range(3):
+            updates, state = opt.update(jax.tree.map(lambda g: 1e-9 * g, grads), state, params)
+        results.append(updates)
+    chex.assert_trees_all_equal(*results)

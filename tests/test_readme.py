@@ -1,5 +1,6 @@
 """The README's Python examples run as written and do what they say."""
 
+import ast
 import pathlib
 import re
 
@@ -32,9 +33,12 @@ def test_training_example_reaches_its_accuracy(capsys):
 def test_tour_learns_xor(capsys):
     (block,) = [b for b in python_blocks() if "A tour" not in b and "backward_pass(" in b]
     namespace = run(block)
+    # The first line printed: the largest difference from autodiff, for every W and b.
+    printed = ast.literal_eval(capsys.readouterr().out.splitlines()[0])
+    assert [sorted(layer) for layer in printed] == [["W", "b"], ["W", "b"]]
+    assert all(0 <= d < 1e-6 for layer in printed for d in layer.values()), printed
     nnjax = namespace["nnjax"]
     predictions = np.asarray(
         nnjax.predict(namespace["params"], namespace["x"], **namespace["arch"])
     )
     np.testing.assert_array_equal(predictions.round(), [[0], [1], [1], [0]])
-    assert "W" in capsys.readouterr().out

@@ -422,3 +422,53 @@ def test_dropout_backward_rejects_mismatched_shapes(dout_shape, cache_shape):
     """No silent broadcasting, even where the shapes would broadcast."""
     with pytest.raises(ValueError, match="shape"):
         dropout_backward(jnp.ones(dout_shape), jnp.ones(cache_shape))
+
+
+def test_float64_dropout_is_exact_for_a_traced_rate():
+    """The keep probability 1 - p is formed in float64 for float64 activations, eagerly and under
+    jit: kept units scaled by exactly 1 / (1 - p), and the same mask for a float and a traced p."""
+    with jax.enable_x64(True):
+        x = jnp.ones((32, 64), jnp.float64)
+        eager = dropout_forward(KEY, x, 0.3)[1]
+        traced = jax.jit(dropout_forward)(KEY, x, jnp.asarray(0.3, jnp.float64))[1]
+    chex.assert_trees_all_equal(traced, eager)
+    assert set(np.unique(np.asarray(traced)).tolist()) == {0.0, 1 / (1 - 0.3)}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("p", [0.3, 0.999])
+def test_traced_dropout_below_float64_keeps_its_float32_keep_probability(dtype, p):
+    """Below float64 a traced rate's keep probability is 1 - float32(p), cast: the same program."""
+    x = jnp.ones((32, 64), dtype)
+    _, mask = jax.jit(dropout_forward)(KEY, x, jnp.asarray(p, jnp.float32))
+    keep = (1 - jnp.float32(p)).astype(dtype)
+    zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
+    kept = jax.random.uniform(KEY, x.shape, dtype, zero, one) < keep
+    chex.assert_trees_all_equal(mask, kept.astype(dtype) / keep)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda w, lam: l2_regularization(w, lam), "lambda_"),
+        (lambda w, lam: l2_regularization_gradient(w, lam), "lambda_"),
+        (
+            lambda w, lam: add_l2_penalty(lam).update(w, optax.EmptyState(), w),
+            "l2",
+        ),
+    ],
+    ids=["l2_regularization", "l2_regularization_gradient", "add_l2_penalty"],
+)
+def test_an_l2_penalty_that_overflows_the_weights_dtype_is_refused(call, name):
+    """3e38 is a float32, but 3e38 / 2 times the weights' squared norm is not: refused by name."""
+    weights = [jnp.full((4, 4), 0.5), jnp.full((2, 4), 0.5)]  # squared norm 6
+    with pytest.raises(ValueError, match=rf"^{name}=3e\+38 makes the L2 penalty .* float32"):
+        call(weights, 3e38)
+    with pytest.raises(ValueError, match=rf"^{name}=1e\+39 makes the L2 penalty"):
+        call(weights, 1e39)  # inf in float32 itself
+    call(weights, 1e37)  # 3e37: finite
+
+
+def test_add_l2_penalty_refuses_a_strength_of_the_wrong_type():
+    with pytest.raises(TypeError, match=r"^l2 must be a real number, got str"):
+        add_l2_penalty("0.1")

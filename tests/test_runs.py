@@ -8,17 +8,10 @@ import pytest
 
 from nnjax import runs
 
+from helpers import XOR_RUN
+
 # The XOR network of test_cli.py: the same shapes share its compiled programs.
-XOR = {
-    "dataset": "xor",
-    "hidden": [4],
-    "activation": "sigmoid",
-    "loss": "binary_cross_entropy",
-    "optimizer": "momentum",
-    "learning_rate": 2.0,
-    "batch_size": 4,
-    "seed": 3,
-}
+XOR = XOR_RUN
 
 
 def test_make_config_fills_in_the_defaults_that_depend_on_other_options():

@@ -85,10 +85,15 @@ def test_benchmark_quick_runs_and_reports(tmp_path):
     report = json.loads(report_path.read_text())
     assert report["quick"] is True
     assert {row["loop"] for row in report["rows"]} == {"epoch", "step"}
+    assert report["repeats"] == 2
     for row in report["rows"]:
         assert row["manual_steps_per_s"] > 0 and row["autodiff_steps_per_s"] > 0
         low, high = row["ratio_range"]
-        assert low <= row["manual_over_autodiff"] <= high
+        # Two rounds: the median of their speed ratios is the mean, and the ratio of the median
+        # speeds lies between the two rounds' ratios.
+        assert row["manual_over_autodiff"] == pytest.approx((low + high) / 2)
+        speed_ratio = row["manual_steps_per_s"] / row["autodiff_steps_per_s"]
+        assert low * (1 - 1e-9) <= speed_ratio <= high * (1 + 1e-9)
     assert report["sweep"]["models"] == 4
     (parallel,) = report["data_parallel"]  # the tiny workload over this process's one device
     assert parallel["devices"] == 1 and "data parallel: tiny epoch over 1 devices" in out
@@ -96,4 +101,26 @@ def test_benchmark_quick_runs_and_reports(tmp_path):
     one, mesh = parallel["times_s"]["one_device"], parallel["times_s"]["data_parallel"]
     assert len(one) == len(mesh) == 2 and one != mesh
     assert parallel["speedup"] == pytest.approx(statistics.median(one) / statistics.median(mesh))
-    assert all(isinstance(t["met"], bool) for t in report["targets"])
+    check_targets(report, out)
+
+
+def check_targets(report: dict, out: str) -> None:
+    """The quick benchmark's targets: each value taken from the report, each verdict from it."""
+    epoch, step = sorted(report["rows"], key=lambda row: row["loop"])
+    expected = {
+        "tiny epoch: manual/autodiff": (epoch["manual_over_autodiff"], 1.0),
+        "tiny step: manual/autodiff": (step["manual_over_autodiff"], 1.0),
+        "tiny: compiled epoch / per-step loop": (
+            epoch["manual_steps_per_s"] / step["manual_steps_per_s"],
+            10.0,
+        ),
+        "sweep: 4 models together / one after another": (report["sweep"]["speedup"], 4.0),
+    }
+    targets = {t["target"]: t for t in report["targets"]}
+    assert set(targets) == set(expected)
+    for name, (value, goal) in expected.items():
+        target = targets[name]
+        assert (target["value"], target["goal"]) == pytest.approx((value, goal)), target
+        assert target["met"] is (value >= goal), target
+        verdict = "met" if target["met"] else "MISSED"
+        assert re.search(rf"{re.escape(name)} .*: {verdict}", out), target

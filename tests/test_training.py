@@ -121,18 +121,29 @@ def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(moons, tmp_path)
     )
 
 
-@pytest.mark.parametrize("learning_rate", [1e4, 1e38], ids=["large", "overflowing"])
-def test_divergence_returns_the_last_completed_epoch(moons, learning_rate):
+@pytest.mark.parametrize(
+    ("learning_rate", "bad_epoch"),
+    [(1e4, 0), (1e38, 0), (60.0, 1)],
+    ids=["large", "overflowing", "second_epoch"],
+)
+def test_divergence_returns_the_last_completed_epoch(moons, learning_rate, bad_epoch):
     """A diverged run returns the state after its last completed epoch: every value finite, and
     exactly what a run stopped at that epoch returns (so a checkpoint of it resumes exactly).
-    With lr = 1e38 the first update overflows float32 while its loss is finite."""
+    With lr = 1e38 the first update overflows float32 while its loss is finite; with lr = 60 the
+    loss diverges in the second epoch, in the middle of a compiled call, so the state returned is
+    not the one the call began with."""
     data, init_key, train_key = moons
     params = nnjax.init_network(init_key, [2, 16, 2], "he")
-    optimizer = nnjax.sgd(learning_rate)
-    common = dict(optimizer=optimizer, batch_size=32, key=train_key)
+    common = dict(
+        optimizer=nnjax.sgd,
+        learning_rate=learning_rate,
+        batch_size=32,
+        key=train_key,
+        epochs_per_call=20,
+    )
     result = training.train(params, data.x_train, data.y_train, epochs=20, **common)
     assert result.diverged is not None
-    assert result.epochs_run == result.diverged.epoch
+    assert result.diverged.epoch == result.epochs_run == bad_epoch
     assert len(result.history["train_loss"]) == result.epochs_run
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(result.params))
     if result.epochs_run:
@@ -141,7 +152,7 @@ def test_divergence_returns_the_last_completed_epoch(moons, learning_rate):
         )
         expected = (stopped.params, stopped.opt_state)
     else:
-        expected = (params, optimizer.init(params))
+        expected = (params, nnjax.sgd(learning_rate).init(params))
     chex.assert_trees_all_equal((result.params, result.opt_state), expected)
 
 
@@ -208,6 +219,25 @@ def test_remainder_batches_and_full_batch(moons):
         assert len(result.history["train_loss"]) == 3
         # Optimizer steps: 2 batches of 4 per epoch (the remainder of 2 left out), or 1 of 10.
         assert int(result.opt_state.count) == 3 * (2 if batch_size == 4 else 1)
+
+
+def test_every_epoch_shuffles_with_a_key_folded_from_its_number(moons):
+    """Epoch 1 of a run is not epoch 0's batch order again, and resuming at epoch 1 gives it.
+
+    Without dropout the shuffling is the only randomness: two epochs from the same start that
+    reused one key would end with the same parameters.
+    """
+    data, init_key, train_key = moons
+    x, y = data.x_train[:10], data.y_train[:10]
+    params = nnjax.init_network(init_key, [2, 4, 2], "he")
+    common = dict(batch_size=4, key=train_key, epochs_per_call=2)
+    both = training.train(params, x, y, epochs=2, **common)
+    first = training.train(params, x, y, epochs=1, **common)
+    after = dict(opt_state=first.opt_state, **common)
+    again = training.train(first.params, x, y, epochs=1, **after)  # epoch 0's order again
+    second = training.train(first.params, x, y, epochs=2, start_epoch=1, **after)
+    chex.assert_trees_all_equal(second.params, both.params)
+    assert not np.array_equal(again.params[0]["W"], both.params[0]["W"])
 
 
 def test_regression_history_has_no_accuracy(moons):
