@@ -416,12 +416,19 @@ def _train_prepared(
             quiet=quiet,
             on_progress=saver,
         )
+        if not lead:
+            return 1 if trained.result.diverged is not None else 0
+        written = folders.write_run_folder(run, trained, folder, plots=trained.interrupted is None)
     except KeyboardInterrupt as stop:
         print(f"nnjax train: {stop or 'SIGINT'} while compiling: nothing written", file=sys.stderr)
         return 143 if str(stop) == "SIGTERM" else 130
-    if not lead:
-        return 1 if trained.result.diverged is not None else 0
-    written = folders.write_run_folder(run, trained, folder, plots=trained.interrupted is None)
+    except OSError as error:  # disk full, a file-size limit: the last complete write stands
+        print(
+            f"nnjax train: error: cannot write {folder}: {error.strerror or error}; it holds the "
+            "last checkpoint written in full",
+            file=sys.stderr,
+        )
+        return 1
     return _report(trained, written, folder)
 
 

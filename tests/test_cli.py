@@ -263,3 +263,27 @@ def test_sigint_saves_the_checkpoint_and_prints_the_command_that_resumes(tmp_pat
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["complete"] is False and 0 < metrics["epochs_completed"] < 1000000
     assert len(metrics["history"]["train_loss"]) == metrics["epochs_completed"]
+
+
+def test_a_write_that_fails_late_is_one_line_and_keeps_the_last_checkpoint(
+    tmp_path, capsys, monkeypatch
+):
+    import errno
+
+    from nnjax import checkpoints, files
+
+    folder = tmp_path / "xor"
+    options = ["train", *XOR_OPTIONS, "--output", str(folder)]
+    assert cli.main([*options, "--epochs", "2"]) == 0
+    before = (folder / "checkpoint.safetensors").read_bytes()
+
+    def disk_full(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "_create_temporary", disk_full)
+    capsys.readouterr()
+    assert cli.main([*options, "--epochs", "3", "--resume"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err
+    assert (folder / "checkpoint.safetensors").read_bytes() == before
+    assert checkpoints.read_metadata(folder / "checkpoint.safetensors")[1] == 2

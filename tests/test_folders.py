@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nnjax import folders, runs
 
@@ -179,3 +181,30 @@ def test_damaged_histories_are_named(tmp_path):
     ):
         with pytest.raises(ValueError, match=message):
             folders.check_history(history, 2, "f")
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    history=JSON | st.dictionaries(st.sampled_from(["train_loss", "val_accuracy"]), JSON),
+    epochs=JSON,
+    noise=st.binary(max_size=40),
+)
+def test_a_damaged_or_crafted_legacy_metrics_json_is_a_value_error_or_a_checked_history(
+    tmp_path_factory, history, epochs, noise
+):
+    folder = tmp_path_factory.mktemp("legacy")
+    text = json.dumps({"epochs_completed": epochs, "history": history})
+    (folder / folders.METRICS).write_bytes(text.encode() + noise)
+    try:
+        checked = folders.legacy_history(folder, 2)
+    except ValueError:
+        return
+    assert all(len(v) == 2 for k, v in checked.items() if k in ("train_loss", "val_accuracy"))
+    assert all(isinstance(x, float) for series in checked.values() for x in series)
