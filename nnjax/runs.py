@@ -378,7 +378,10 @@ def train(
     history = merge(start.history, result.history)
     epoch = start.epoch + result.epochs_run
     wall = time.perf_counter() - began
-    return Trained(result, history, epoch, wall, start.changes, interrupt["signal"])
+    # Stopped short without a signal here: another process of the run was interrupted.
+    stopped = epoch < config["epochs"] and result.diverged is None
+    interrupted = interrupt["signal"] or (signal.SIGINT if stopped else None)
+    return Trained(result, history, epoch, wall, start.changes, interrupted)
 
 
 def merge(earlier: dict[str, list[float]], later: dict[str, list[float]]) -> dict[str, list[float]]:

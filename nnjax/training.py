@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from nnjax import _validation, diagnostics, distributed, metrics, optimizers, program, steps
 from nnjax.model import Model
@@ -289,11 +290,25 @@ def _run_chunks(
         for name, values in _chunk_history(chunk_metrics, done, epoch).items():
             history.setdefault(name, []).extend(values)
         epoch += done
-        if callback is not None and callback(Progress(epoch, public(history), params, opt_state)):
-            break
+        stop = callback is not None and bool(
+            callback(Progress(epoch, public(history), params, opt_state))
+        )
         if options.epochs_per_call is None:
             chunk = int(np.clip(0.5 / max(elapsed / max(done, 1), 1e-6), 1, MAX_EPOCHS_PER_CALL))
+        chunk, stop = _agreed(chunk, stop)
+        if stop:
+            break
     return params, opt_state, history, epoch, seconds, diverged
+
+
+def _agreed(chunk: int, stop: bool) -> tuple[int, bool]:
+    """What every process of a multi-process run does next: process 0's epochs per call, and a
+    stop if any process's callback asked for one, so that all run the same calls."""
+    if jax.process_count() == 1:
+        return chunk, stop
+    votes = multihost_utils.process_allgather(np.array([chunk, stop], np.int32))
+    votes = np.asarray(votes).reshape(jax.process_count(), 2)
+    return int(votes[0, 0]), bool(votes[:, 1].any())
 
 
 def train(
@@ -344,7 +359,8 @@ def train(
       epochs_per_call: epochs per compiled call; default adapts to about two calls a second.
       callback: called after each compiled call with a ``Progress`` (e.g. to show progress or
         save a checkpoint); when it returns something true, training stops there and the result
-        holds the state it saw.
+        holds the state it saw. In a multi-process run, every process stops when any one's
+        callback asks to.
       diagnostics_every: every this many epochs (0: never), record ``nnjax.diagnostics`` of a
         ``DenseNetwork`` on the first 256 training samples: the history gains
         ``diagnostics_epoch`` (the epochs recorded, counted from 1) and one list per entry of

@@ -209,6 +209,11 @@ WORKER = textwrap.dedent(
         plain = training.train(params, data.x_train[rows], data.y_train[rows], epochs=1,
                                batch_size=400, key=jax.random.key(3))
         report["without_validation"] = plain.history
+        # Process 1's callback asks to stop after the first call: both processes stop there.
+        stopped = training.train(params, data.x_train[rows], data.y_train[rows], epochs=4,
+                                 batch_size=400, key=jax.random.key(3), epochs_per_call=1,
+                                 callback=lambda progress: jax.process_index() == 1)
+        report["stopped_after"] = stopped.epochs_run
     print(json.dumps(report))
     """
 )
@@ -252,6 +257,11 @@ def test_training_without_validation_data_agrees_across_processes(two_processes)
     first, second, _ = two_processes
     assert first["without_validation"] == second["without_validation"]
     assert list(first["without_validation"]) == ["train_loss", "train_accuracy"]
+
+
+def test_a_stop_asked_by_one_process_stops_every_process_after_the_same_call(two_processes):
+    first, second, _ = two_processes
+    assert first["stopped_after"] == second["stopped_after"] == 1
 
 
 def test_each_process_loads_its_own_half_of_the_data(two_processes):
