@@ -417,6 +417,8 @@ def _train_prepared(
             on_progress=saver,
         )
         if not lead:
+            if trained.interrupted is not None:
+                return 128 + trained.interrupted
             return 1 if trained.result.diverged is not None else 0
         written = folders.write_run_folder(run, trained, folder, plots=trained.interrupted is None)
     except KeyboardInterrupt as stop:
