@@ -526,3 +526,25 @@ def test_load_dataset_rejects_unknown_name():
 def test_load_dataset_rejects_bad_arguments(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ds.load_dataset(name, KEY, **kwargs)
+
+
+def test_bundled_datasets_are_read_as_scikit_learn_reads_them_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn import datasets as skd
+
+    for name, loader in (
+        ("digits", skd.load_digits),
+        ("breast_cancer", skd.load_breast_cancer),
+        ("iris", skd.load_iris),
+    ):
+        x, y = loader(return_X_y=True)
+        ours = ds._sklearn_data(name)
+        np.testing.assert_array_equal(ours[0], x, err_msg=name)
+        np.testing.assert_array_equal(ours[1], y, err_msg=name)
+    code = "import sys; from nnjax import datasets; datasets.load_digits(); print('sklearn' in sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "False"
