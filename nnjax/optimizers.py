@@ -23,6 +23,8 @@ and ``optax.sgd``'s.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -134,6 +136,26 @@ def _scaled(learning_rate: ScalarOrSchedule, count: jax.Array, direction: Any) -
     return jax.tree.map(lambda d: jnp.asarray(-alpha, d.dtype) * d, direction)
 
 
+def _reused(constructor: Callable[..., optax.GradientTransformation]) -> Callable:
+    """``constructor``, returning the same transformation again for equal plain arguments.
+
+    ``train`` compiles once per optimizer object: so ``adam(1e-2)`` built twice reuses the
+    program. Arguments that are not Python scalars, strings or functions (arrays, traced values
+    in a sweep) build a new transformation every time and are never kept.
+    """
+    cached = functools.lru_cache(maxsize=64)(constructor)
+
+    @functools.wraps(constructor)
+    def build(*args: Any, **kwargs: Any) -> optax.GradientTransformation:
+        plain = (bool, int, float, str, type(None))
+        if all(isinstance(v, plain) or callable(v) for v in (*args, *kwargs.values())):
+            return cached(*args, **kwargs)
+        return constructor(*args, **kwargs)
+
+    return build
+
+
+@_reused
 def sgd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
     r"""Plain gradient descent: :math:`\theta_t = \theta_{t-1} - \alpha \nabla_\theta J(\theta)`.
 
@@ -185,6 +207,7 @@ def _momentum(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+@_reused
 def momentum(
     learning_rate: ScalarOrSchedule = 0.01, beta: float = 0.9
 ) -> optax.GradientTransformation:
@@ -206,6 +229,7 @@ def momentum(
     return _momentum(learning_rate, beta, gradient_weight=1 - beta, nesterov=False)
 
 
+@_reused
 def classical_momentum(
     learning_rate: ScalarOrSchedule, beta: float = 0.9, nesterov: bool = False
 ) -> optax.GradientTransformation:
@@ -226,6 +250,7 @@ def classical_momentum(
     return _momentum(learning_rate, beta, gradient_weight=1.0, nesterov=nesterov)
 
 
+@_reused
 def adam(
     learning_rate: ScalarOrSchedule = 0.001,
     beta1: float = 0.9,

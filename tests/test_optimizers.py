@@ -786,3 +786,19 @@ def test_adam_default_epsilon_is_unchanged_in_float32():
             updates, state = opt.update(jax.tree.map(lambda g: 1e-9 * g, grads), state, params)
         results.append(updates)
     chex.assert_trees_all_equal(*results)
+
+
+def test_an_equal_optimizer_built_again_reuses_the_compiled_training_program():
+    from nnjax import program, training
+
+    assert nnjax.adam(2e-2) is nnjax.adam(2e-2) and nnjax.sgd(0.1) is not nnjax.sgd(0.2)
+    traced = jnp.float32(2e-2)  # an array argument is never kept: a new transformation
+    assert nnjax.adam(traced) is not nnjax.adam(traced)
+    x = jax.random.normal(jax.random.key(0), (8, 2))
+    y = (x[:, 0] > 0).astype(jnp.int32)
+    params = nnjax.init_network(jax.random.key(1), [2, 3, 2], "he")
+    options = {"epochs": 1, "batch_size": 8, "key": jax.random.key(2)}
+    training.train(params, x, y, optimizer=nnjax.adam(2e-2), **options)
+    compiled = program._compile.cache_info().misses
+    training.train(params, x, y, optimizer=nnjax.adam(2e-2), **options)
+    assert program._compile.cache_info().misses == compiled
