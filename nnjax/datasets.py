@@ -175,6 +175,7 @@ def _check_test_fraction(test_fraction: float) -> float:
 
 
 @functools.partial(jax.jit, static_argnames=("n_test",))
+@functools.partial(jax.jit, static_argnums=3)  # one program, not one per operation
 def _split(
     key: jax.Array, x: jax.Array, y: jax.Array, n_test: int
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:

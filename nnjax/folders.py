@@ -417,10 +417,13 @@ def periodic_saver(
     return save
 
 
+_evaluate = jax.jit(metrics.evaluate, static_argnums=3)  # one program, not one per operation
+
+
 def _test_metrics(run: runs.Run, params: Any) -> dict[str, float]:
     targets = metrics.prepare_targets(run.data.y_test, run.model.loss)
     test_loss, test_accuracy = jax.device_get(
-        metrics.evaluate(params, run.data.x_test, targets, run.model)
+        _evaluate(params, run.data.x_test, targets, run.model)
     )
     return {"loss": float(test_loss), "accuracy": float(test_accuracy)}
 

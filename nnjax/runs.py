@@ -16,6 +16,7 @@ message.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import shlex
@@ -160,7 +161,7 @@ class Run:
 
     def __init__(self, config: dict[str, Any]):
         self.config = config
-        data_key, init_key, self.train_key = jax.random.split(jax.random.key(config["seed"]), 3)
+        data_key, init_key, self.train_key = _keys(config["seed"])
         self.data = datasets.load_dataset(
             config["dataset"], data_key, test_fraction=config["test_fraction"]
         )
@@ -174,9 +175,10 @@ class Run:
         self.layer_sizes = [self.data.x_train.shape[1], *config["hidden"], n_out]
         self.model = network.DenseNetwork(config["activation"], config["loss"])
         self.optimizer = build_optimizer(config)
+        # Eager, not jitted: a compiled initializer draws other bits than this one always has.
         self.initial_params = network.init_network(init_key, self.layer_sizes, config["init"])
-        # Hyperparameters invalid in the parameters' dtype fail here, before any compilation.
-        self.initial_opt_state = self.optimizer.init(self.initial_params)
+        # Hyperparameters invalid in the parameters' dtype fail here, before training compiles.
+        self.initial_opt_state = _optimizer_init(self.optimizer, self.initial_params)
         dtype = self.data.x_train.dtype
         _validation.check_below_one_in("--dropout", config["dropout"], dtype)
         weights = [layer["W"] for layer in self.initial_params]
@@ -197,10 +199,27 @@ class Run:
 
     def class_predictions(self, params: Any, x: jax.Array) -> jax.Array:
         """The predicted class of each row of ``x``, int32 ``(n,)``."""
-        out = network.predict(params, x, activation=self.model.activation, loss=self.model.loss)
-        if self.model.loss == "binary_cross_entropy":
-            return (out[:, 0] > 0.5).astype(jnp.int32)
-        return jnp.argmax(out, axis=-1).astype(jnp.int32)
+        return _class_predictions(self.model, params, x)
+
+
+@jax.jit
+def _keys(seed: int) -> jax.Array:
+    """A run's three keys: the dataset and its split, the initial parameters, training."""
+    return jax.random.split(jax.random.key(seed), 3)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _optimizer_init(optimizer: Any, params: Any) -> Any:
+    """``optimizer.init(params)`` in one compiled program."""
+    return optimizer.init(params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _class_predictions(model: network.DenseNetwork, params: Any, x: jax.Array) -> jax.Array:
+    out, _ = model.forward(params, x)
+    if model.loss == "binary_cross_entropy":
+        return (out[:, 0] > 0.5).astype(jnp.int32)
+    return jnp.argmax(out, axis=-1).astype(jnp.int32)
 
 
 def is_lead_process() -> bool:
