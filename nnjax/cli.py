@@ -483,9 +483,37 @@ def _usage_error(message: str) -> int:
     return 2
 
 
+_CACHE_LIMIT_BYTES = 512 * 2**20
+
+
+def _use_compilation_cache() -> None:
+    """Keeps compiled programs in the user's cache folder, so a second run skips compiling.
+
+    Off with ``NNJAX_COMPILATION_CACHE=0``. The folder is ``$NNJAX_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/nnjax`` or ``~/.cache/nnjax``, capped at 512 MiB; a folder that cannot be
+    created leaves the cache off, silently. Only the command line turns it on, never
+    ``import nnjax``.
+    """
+    if os.environ.get("NNJAX_COMPILATION_CACHE", "1") == "0":
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    folder = Path(os.environ.get("NNJAX_CACHE_DIR") or Path(base) / "nnjax")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    import jax  # deferred: `nnjax --help` stays quick
+
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_compilation_cache_max_size", _CACHE_LIMIT_BYTES)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``nnjax`` command line; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.handler in (_train, _plot):
+        _use_compilation_cache()
     return args.handler(args)
 
 

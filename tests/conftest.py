@@ -5,6 +5,9 @@ import os
 
 # The suite compiles many small programs and runs each a few times: XLA's optimization passes
 # would cost more compile time than they save. Must be set before JAX starts its backend.
+# The tests compile afresh: the command line's persistent compilation cache stays off, for the
+# CLI run in-process and in every subprocess.
+os.environ["NNJAX_COMPILATION_CACHE"] = "0"
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
 ).strip()

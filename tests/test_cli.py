@@ -287,3 +287,24 @@ def test_a_write_that_fails_late_is_one_line_and_keeps_the_last_checkpoint(
     assert len(err.splitlines()) == 1 and "No space left on device" in err
     assert (folder / "checkpoint.safetensors").read_bytes() == before
     assert checkpoints.read_metadata(folder / "checkpoint.safetensors")[1] == 2
+
+
+def test_the_command_line_keeps_compiled_programs_in_a_capped_cache_unless_turned_off(
+    tmp_path, monkeypatch
+):
+    import jax
+
+    names = ("jax_compilation_cache_dir", "jax_compilation_cache_max_size")
+    before = {name: getattr(jax.config, name) for name in names}
+    monkeypatch.setenv("NNJAX_CACHE_DIR", str(tmp_path / "cache"))
+    try:
+        monkeypatch.setenv("NNJAX_COMPILATION_CACHE", "0")
+        cli._use_compilation_cache()
+        assert jax.config.jax_compilation_cache_dir == before["jax_compilation_cache_dir"]
+        monkeypatch.setenv("NNJAX_COMPILATION_CACHE", "1")
+        cli._use_compilation_cache()
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+        assert jax.config.jax_compilation_cache_max_size == 512 * 2**20
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
