@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -427,3 +427,52 @@ def check_host_port(name: str, address: Any) -> None:
         raise ValueError(
             f"{name} must read host:port (e.g. 10.0.0.1:1234), port in [1, 65535], got {address!r}"
         )
+
+
+def check_tree_like(name: str, tree: Any, like_name: str, like: Any) -> None:
+    """Raises ValueError unless ``tree`` has the tree structure and leaf shapes of ``like``."""
+    if jax.tree.structure(tree) != jax.tree.structure(like):
+        raise ValueError(
+            f"{name} has tree structure {jax.tree.structure(tree)}, "
+            f"expected that of {like_name} {jax.tree.structure(like)}"
+        )
+    expected = jax.tree_util.tree_flatten_with_path(like)[0]
+    for (path, e), leaf in zip(expected, jax.tree.leaves(tree), strict=True):
+        if jnp.shape(leaf) != jnp.shape(e):
+            raise ValueError(
+                f"{name}{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}, "
+                f"expected {jnp.shape(e)}"
+            )
+
+
+def check_bias_init(value: Any) -> Callable[[jax.Array, int, Any], jax.Array]:
+    """``init_network``'s ``bias_init`` checked, as a function of a layer's key, width and dtype.
+
+    ``"zeros"`` and a finite constant fill the biases with it (the key unused); a function
+    ``value(key, n_out, dtype)`` is called with ``fold_in(layer's key, 1)``. Raises ValueError
+    for another name or a non-finite constant, TypeError for anything else.
+    """
+    if callable(value):
+        return lambda key, n_out, dtype: value(jax.random.fold_in(key, 1), n_out, dtype)
+    if isinstance(value, str):
+        check_choice("bias_init", value, ("zeros",))
+        value = 0.0
+    check_real("bias_init", value)
+    if jnp.ndim(value) != 0 or not math.isfinite(float(value)):
+        raise ValueError(f"a constant bias_init must be a finite scalar, got {value!r:.40}")
+    return lambda key, n_out, dtype: jnp.full((n_out,), value, dtype)
+
+
+def check_layer_init(W: Any, b: Any, n_in: int, n_out: int, dtype: Any, layer: int) -> None:
+    """Raises ValueError unless a layer's initial ``W`` (from ``init``) is ``(n_out, n_in)`` and
+    its ``b`` (from ``bias_init``) ``(n_out,)``, both of ``dtype``."""
+    for name, what, array, shape, layout in (
+        ("init", "weights", W, (n_out, n_in), "(n_out, n_in)"),
+        ("bias_init", "biases", b, (n_out,), "(n_out,)"),
+    ):
+        if jnp.shape(array) != shape or jnp.result_type(array) != jnp.dtype(dtype):
+            raise ValueError(
+                f"{name} returned {what} of shape {jnp.shape(array)} and dtype "
+                f"{jnp.result_type(array)} for layer {layer}; expected {shape} {layout} and "
+                f"{jnp.dtype(dtype)}"
+            )

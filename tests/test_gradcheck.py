@@ -1,5 +1,6 @@
 """Tests of nnjax.gradcheck: it passes right derivatives, catches wrong ones, and reports kinks."""
 
+import functools
 import math
 
 import jax
@@ -150,3 +151,79 @@ def test_tree_relative_error_is_nan_if_any_leaf_is():
     actual = {"a": jnp.ones(3), "b": jnp.array([1.0, jnp.nan])}
     assert math.isnan(gradcheck.tree_relative_error(actual, expected))
     assert gradcheck.tree_relative_error(expected, expected) == 0.0
+
+
+def _softplus(x):
+    return jnp.logaddexp(x, 0.0)
+
+
+def test_str_shows_tolerances_worst_coordinate_and_verdict():
+    """A bare array is named ``params``; each witness's tolerance, the worst coordinate with its
+    manual and reference values, and the failing witnesses are in the text."""
+    x = jnp.linspace(-2.0, 2.0, 6).reshape(2, 3)
+    report = gradcheck.check_gradient(
+        lambda x: jnp.sum(jnp.sin(x)), lambda x: jnp.cos(x).at[1, 2].multiply(1.5), x
+    )
+    (leaf,) = report.leaves
+    assert leaf.path == "params"
+    assert leaf.worst.index == (1, 2)
+    assert leaf.worst.manual == pytest.approx(1.5 * math.cos(2.0))
+    assert leaf.worst.reference == pytest.approx(math.cos(2.0))
+    assert leaf.worst_finite_difference.index == (1, 2)
+    text = str(report)
+    lines = text.splitlines()
+    assert lines[3].split() == ["tolerance", "1e-10", "1e-10", "1e-06"]
+    assert any(line.startswith("params[1, 2]") and "reverse mode" in line for line in lines)
+    assert f"{1.5 * math.cos(2.0):.12g}" in text
+    assert lines[-1] == "FAIL: params (reverse mode, forward mode, finite differences)"
+
+
+def test_float32_inside_f_is_told_apart_from_kinks():
+    x = jnp.linspace(-1.0, 1.0, 7)
+
+    def f32(x):
+        return jnp.sum(jnp.sin(x.astype(jnp.float32)))
+
+    for f in (f32, lambda x: f32(x).astype(jnp.float64)):
+        report = gradcheck.check_gradient(f, jnp.cos, x)
+        (leaf,) = report.leaves
+        assert leaf.float32 and leaf.near_kink == 0 and leaf.checked == 7
+        assert not report.passed
+        assert "f computes in float32: use float64 inside f for a tight check" in str(report)
+    float64 = gradcheck.check_gradient(lambda x: jnp.sum(jnp.sin(x)), jnp.cos, x)
+    assert float64.passed and not float64.leaves[0].float32
+
+
+def test_check_vjp_random_cotangent_catches_what_ones_hide():
+    """A centring's derivative with the mean taken over the wrong axis: the mean of a ones
+    cotangent is one along either axis, so only a random cotangent tells them apart."""
+    x = jax.random.normal(jax.random.key(1), (3, 4))
+
+    def f(x):
+        return jnp.tanh(x) - jnp.mean(x, axis=1, keepdims=True)
+
+    def manual_vjp(x, u, axis):
+        return (1 - jnp.tanh(x) ** 2) * u - jnp.mean(u, axis=axis, keepdims=True)
+
+    wrong = functools.partial(manual_vjp, axis=0)
+    ones = gradcheck.check_vjp(f, wrong, x, cotangent=jnp.ones((3, 4)))
+    assert ones.passed, str(ones)
+    random = gradcheck.check_vjp(f, wrong, x, key=jax.random.key(2))
+    assert not random.passed
+    assert random.reverse_error > 1e-2
+    assert random.leaves[0].path == "x"
+    right = gradcheck.check_vjp(f, functools.partial(manual_vjp, axis=1), x)
+    assert right.passed, str(right)
+
+
+def test_check_elementwise_checks_a_derivative_in_one_call():
+    report = gradcheck.check_elementwise(_softplus, nnjax.sigmoid)
+    assert report.passed, str(report)
+    assert report.leaves[0].checked == 64
+    wrong = gradcheck.check_elementwise(_softplus, lambda x: nnjax.sigmoid(x) * (1 - 1e-6))
+    assert not wrong.passed
+    assert wrong.reverse_error == pytest.approx(1e-6, rel=1e-3)
+    at_points = gradcheck.check_elementwise(_softplus, nnjax.sigmoid, jnp.array([[0.5, -3.0]]))
+    assert at_points.passed and at_points.leaves[0].checked == 2
+    with pytest.raises(ValueError, match=r"f\(x\) has shape \(\) but x has shape \(64,\)"):
+        gradcheck.check_elementwise(jnp.sum, nnjax.sigmoid)

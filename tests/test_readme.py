@@ -19,8 +19,15 @@ def run(code):
     return namespace
 
 
-def test_readme_has_the_training_example_and_the_tour():
-    assert len(python_blocks()) == 2
+def test_readme_has_the_training_example_the_tour_and_a_derivative_check():
+    assert len(python_blocks()) == 3
+
+
+def test_checking_a_derivative_you_wrote_passes_and_says_so(capsys):
+    (block,) = [b for b in python_blocks() if "check_elementwise" in b]
+    namespace = run(block)
+    assert namespace["report"].passed
+    assert "PASS" in capsys.readouterr().out
 
 
 def test_training_example_reaches_its_accuracy(capsys):
