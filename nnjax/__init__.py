@@ -77,9 +77,11 @@ SUBMODULES = (
     "checkpoints",
     "checks",
     "cli",
+    "compilation_cache",
     "datasets",
     "diagnostics",
     "distributed",
+    "early_stopping",
     "files",
     "folders",
     "gradcheck",
@@ -97,6 +99,7 @@ SUBMODULES = (
     "sweeps",
     "synthetic",
     "training",
+    "training_loop",
 )
 """The public submodules, each an attribute of ``nnjax`` once first used (PEP 562)."""
 

@@ -81,9 +81,11 @@ __all__ = [
     "Checkpoint",
     "CheckpointHeader",
     "load_checkpoint",
+    "load_params",
     "read_header",
     "read_metadata",
     "save_checkpoint",
+    "save_params",
 ]
 
 FORMAT_VERSION = 2
@@ -470,3 +472,29 @@ def load_checkpoint(
         for keys, treedef in trees
     )
     return Checkpoint(params, opt_state, header.config, header.epoch, header.history)
+
+
+def save_params(path: str | os.PathLike[str], params: Any) -> pathlib.Path:
+    """Writes parameters alone to ``path``: a checkpoint without optimizer state or run data.
+
+    Args:
+      path: target file, written atomically (as by :func:`save_checkpoint`).
+      params: any pytree of arrays, e.g. ``network.init_network``'s or ``TrainResult.params``.
+
+    Returns:
+      The path written, as a ``pathlib.Path``.
+    """
+    return save_checkpoint(path, params=params, opt_state=(), config={}, epoch=0)
+
+
+def load_params(path: str | os.PathLike[str], params_like: Any) -> Any:
+    """Reads parameters written by :func:`save_params`, checked as :func:`load_checkpoint` does.
+
+    Args:
+      path: the file.
+      params_like: a pytree with the structure, shapes and dtypes of the saved parameters.
+
+    Returns:
+      The parameters, with the structure of ``params_like`` and ``jnp`` array leaves.
+    """
+    return load_checkpoint(path, params_like=params_like, opt_state_like=()).params

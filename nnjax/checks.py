@@ -9,15 +9,20 @@ One row per check:
 - each optimizer against the optax transformation that computes the same: the parameters after
   100 steps on a fixed objective (``optimizer_trajectory``), to a relative error of 1e-12.
 
-``nnjax check`` or ``python -m nnjax.checks`` prints the table; the exit code is 1 if any row
-fails.
+``nnjax check`` or ``python -m nnjax.checks`` prints the table a row at a time, as each check
+finishes (the checks run on a few threads: most of their time is XLA compiling, which runs in
+parallel); the exit code is 1 if any row fails. ``only`` keeps the rows whose name contains one
+of the given strings.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import itertools
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -40,7 +45,9 @@ from nnjax.gradcheck import (
 __all__ = [
     "CheckRow",
     "check_backward_pass",
+    "check_names",
     "format_table",
+    "iter_checks",
     "main",
     "optimizer_references",
     "optimizer_trajectory",
@@ -75,74 +82,67 @@ def _row_from_report(name: str, report: GradCheckReport) -> CheckRow:
     )
 
 
-def _activation_rows(key: jax.Array) -> list[CheckRow]:
-    rows = []
+class _Check(NamedTuple):
+    """A row of the table before it runs: its name, and the thunk that computes it."""
+
+    name: str
+    run: Callable[[], CheckRow]
+
+
+def _activation_row(key: jax.Array, name: str) -> CheckRow:
     k_x, k_c, k_sign = jax.random.split(key, 3)
     # Magnitudes in [0.1, 4): away from ReLU's kink at 0.
     x = jax.random.uniform(k_x, (4, 5), jnp.float64, 0.1, 4.0)
     x = x * jnp.where(jax.random.bernoulli(k_sign, 0.5, x.shape), 1.0, -1.0)
     c = jax.random.normal(k_c, x.shape, jnp.float64)
-    for name, act in activations.ACTIVATIONS.items():
-        report = check_gradient(
-            lambda x, fn=act.fn: jnp.sum(c * fn(x)),
-            lambda x, d=act.derivative: c * d(x),
-            x,
-            key=key,
-        )
-        rows.append(_row_from_report(f"{name}_derivative", report))
-    return rows
+    act = activations.ACTIVATIONS[name]
+    report = check_gradient(
+        lambda x: jnp.sum(c * act.fn(x)), lambda x: c * act.derivative(x), x, key=key
+    )
+    return _row_from_report(f"{name}_derivative", report)
 
 
-def _loss_rows(key: jax.Array) -> list[CheckRow]:
+def _activation_checks(key: jax.Array) -> list[_Check]:
+    return [
+        _Check(f"{name}_derivative", functools.partial(_activation_row, key, name))
+        for name in activations.ACTIVATIONS
+    ]
+
+
+_LOSS_CASES = (
+    ("mse_derivative", "mse_loss", "targets", "logits"),
+    ("binary_cross_entropy_derivative", "binary_cross_entropy", "binary", "probs"),
+    ("binary_cross_entropy_with_logits_derivative", "binary_cross_entropy_with_logits", "binary"),
+    ("softmax_cross_entropy_derivative (labels)", "softmax_cross_entropy", "labels"),
+    ("softmax_cross_entropy_derivative (one-hot)", "softmax_cross_entropy", "one_hot"),
+)
+"""Each loss row: its name (the derivative's, then the targets' kind), the loss's name, and the
+names of its target and input (the logits if not given)."""
+
+
+def _loss_row(key: jax.Array, case: tuple) -> CheckRow:
+    name, loss_name, y_name, pred_name = (*case, "logits")[:4]
+    loss, derivative = getattr(losses, loss_name), getattr(losses, name.split()[0])
     k1, k2, k3 = jax.random.split(key, 3)
     shape = (6, 3)
-    targets = jax.random.normal(k1, shape, jnp.float64)
-    binary = jax.random.bernoulli(k2, 0.5, shape).astype(jnp.float64)
-    probs = jax.random.uniform(k3, shape, jnp.float64, 0.05, 0.95)
-    logits = 3 * jax.random.normal(k3, shape, jnp.float64)
     labels = jax.random.randint(k2, (shape[0],), 0, shape[1])
-    one_hot = jax.nn.one_hot(labels, shape[1], dtype=jnp.float64)
-    cases = [
-        ("mse_derivative", losses.mse_loss, losses.mse_derivative, targets, logits),
-        (
-            "binary_cross_entropy_derivative",
-            losses.binary_cross_entropy,
-            losses.binary_cross_entropy_derivative,
-            binary,
-            probs,
-        ),
-        (
-            "binary_cross_entropy_with_logits_derivative",
-            losses.binary_cross_entropy_with_logits,
-            losses.binary_cross_entropy_with_logits_derivative,
-            binary,
-            logits,
-        ),
-        (
-            "softmax_cross_entropy_derivative (labels)",
-            losses.softmax_cross_entropy,
-            losses.softmax_cross_entropy_derivative,
-            labels,
-            logits,
-        ),
-        (
-            "softmax_cross_entropy_derivative (one-hot)",
-            losses.softmax_cross_entropy,
-            losses.softmax_cross_entropy_derivative,
-            one_hot,
-            logits,
-        ),
-    ]
-    rows = []
-    for name, loss, derivative, y, pred in cases:
-        report = check_gradient(
-            lambda p, loss=loss, y=y: loss(y, p),
-            lambda p, derivative=derivative, y=y: derivative(y, p),
-            pred,
-            key=key,
-        )
-        rows.append(_row_from_report(name, report))
-    return rows
+    data = {
+        "targets": jax.random.normal(k1, shape, jnp.float64),
+        "binary": jax.random.bernoulli(k2, 0.5, shape).astype(jnp.float64),
+        "probs": jax.random.uniform(k3, shape, jnp.float64, 0.05, 0.95),
+        "logits": 3 * jax.random.normal(k3, shape, jnp.float64),
+        "labels": labels,
+        "one_hot": jax.nn.one_hot(labels, shape[1], dtype=jnp.float64),
+    }
+    y = data[y_name]
+    report = check_gradient(
+        lambda p: loss(y, p), lambda p: derivative(y, p), data[pred_name], key=key
+    )
+    return _row_from_report(name, report)
+
+
+def _loss_checks(key: jax.Array) -> list[_Check]:
+    return [_Check(case[0], functools.partial(_loss_row, key, case)) for case in _LOSS_CASES]
 
 
 def _network_targets(key: jax.Array, loss: str, batch: int, n_out: int) -> jax.Array:
@@ -205,17 +205,25 @@ def check_backward_pass(
     return check_gradient(f, manual, params, key=k_check, **check_kwargs)
 
 
-def _backward_rows(key: jax.Array) -> list[CheckRow]:
-    rows = []
+def _backward_row(key: jax.Array, activation: str, loss: str, variant: tuple) -> CheckRow:
+    suffix, options = variant
+    report = check_backward_pass(
+        key, layer_sizes=(3, 5, 4, 3), activation=activation, loss=loss, **options
+    )
+    return _row_from_report(f"backward_pass {activation}/{loss}{suffix}", report)
+
+
+def _backward_checks(key: jax.Array) -> list[_Check]:
     variants = [("", {}), (" +L2", {"l2": 0.1}), (" +dropout", {"dropout_rate": 0.3})]
-    for (suffix, options), activation, loss in itertools.product(
-        variants, ("sigmoid", "relu", "tanh", "identity"), network.OUTPUT_LOSSES
-    ):
-        report = check_backward_pass(
-            key, layer_sizes=(3, 5, 4, 3), activation=activation, loss=loss, **options
+    return [
+        _Check(
+            f"backward_pass {activation}/{loss}{variant[0]}",
+            functools.partial(_backward_row, key, activation, loss, variant),
         )
-        rows.append(_row_from_report(f"backward_pass {activation}/{loss}{suffix}", report))
-    return rows
+        for variant, activation, loss in itertools.product(
+            variants, ("sigmoid", "relu", "tanh", "identity"), network.OUTPUT_LOSSES
+        )
+    ]
 
 
 def optimizer_trajectory(
@@ -277,80 +285,202 @@ def optimizer_references() -> dict[
     }
 
 
-def _optimizer_rows(key: jax.Array, tolerance: float = 1e-12) -> list[CheckRow]:
-    rows = []
-    with jax.enable_x64(True):
-        k1, k2 = jax.random.split(key)
-        params = {
-            "layers": [{"W": jax.random.normal(k1, (3, 4), jnp.float64)}],
-            "b": (jax.random.normal(k2, (4,), jnp.float64),),
-        }
-        for name, (mine, reference) in optimizer_references().items():
-            # optax.adam raises a Python float to its int32 count: not clean under strict promotion.
-            with jax.numpy_dtype_promotion("standard"):
-                expected = optimizer_trajectory(reference, params)
-            error = tree_relative_error(optimizer_trajectory(mine, params), expected)
-            rows.append(
-                CheckRow(
-                    f"{name} vs optax, 100 steps",
-                    None,
-                    None,
-                    None,
-                    error,
-                    f"{tolerance:.0e}",
-                    0,
-                    error <= tolerance,
-                )
+def _optimizer_row(key: jax.Array, name: str, tolerance: float = 1e-12) -> CheckRow:
+    k1, k2 = jax.random.split(key)
+    params = {
+        "layers": [{"W": jax.random.normal(k1, (3, 4), jnp.float64)}],
+        "b": (jax.random.normal(k2, (4,), jnp.float64),),
+    }
+    mine, reference = optimizer_references()[name]
+    # optax.adam raises a Python float to its int32 count: not clean under strict promotion.
+    with jax.numpy_dtype_promotion("standard"):
+        expected = optimizer_trajectory(reference, params)
+    error = tree_relative_error(optimizer_trajectory(mine, params), expected)
+    return CheckRow(
+        f"{name} vs optax, 100 steps",
+        None,
+        None,
+        None,
+        error,
+        f"{tolerance:.0e}",
+        0,
+        error <= tolerance,
+    )
+
+
+def _optimizer_checks(key: jax.Array) -> list[_Check]:
+    return [
+        _Check(f"{name} vs optax, 100 steps", functools.partial(_optimizer_row, key, name))
+        for name in optimizer_references()
+    ]
+
+
+def _all_checks(key: jax.Array | None) -> list[_Check]:
+    """Every check, in the table's order; nothing runs yet."""
+    key = jax.random.key(0) if key is None else key
+    k_act, k_loss, k_net, k_opt = jax.random.split(key, 4)
+    return [
+        *_activation_checks(k_act),
+        *_loss_checks(k_loss),
+        *_backward_checks(k_net),
+        *_optimizer_checks(k_opt),
+    ]
+
+
+def _select(checks: Sequence[_Check], only: str | Sequence[str] | None) -> list[_Check]:
+    """The checks whose name contains one of ``only``'s comma-separated parts (all for None).
+
+    Raises ValueError for a part that no name contains.
+    """
+    if only is None:
+        return list(checks)
+    parts = [
+        p.strip() for item in ([only] if isinstance(only, str) else only) for p in item.split(",")
+    ]
+    parts = [p for p in parts if p]
+    for part in parts:
+        if not any(part in check.name for check in checks):
+            raise ValueError(
+                f"no check's name contains {part!r} (names look like 'relu_derivative', "
+                "'backward_pass tanh/mse +L2', 'adam vs optax, 100 steps')"
             )
+    return [check for check in checks if any(part in check.name for part in parts)]
+
+
+def check_names(only: str | Sequence[str] | None = None) -> list[str]:
+    """The names of the rows ``run_checks(only=only)`` computes, in order, without running them.
+
+    Args:
+      only: None for every check, else a name filter as in ``iter_checks``.
+
+    Returns:
+      The row names. Raises ValueError if a part of ``only`` matches no check.
+    """
+    return [check.name for check in _select(_all_checks(None), only)]
+
+
+def _run_one(check: _Check) -> CheckRow:
+    with jax.enable_x64(True):
+        return check.run()
+
+
+def iter_checks(
+    key: jax.Array | None = None,
+    *,
+    only: str | Sequence[str] | None = None,
+    workers: int | None = None,
+) -> Iterator[CheckRow]:
+    """Runs the checks on ``workers`` threads and yields each row in the table's order.
+
+    A row is yielded as soon as it and every row before it are done.
+
+    Args:
+      key: ``jax.random`` key for every check's data and probes; ``jax.random.key(0)`` if None.
+      only: keeps the checks whose name contains one of these strings (substrings; each string
+        may hold several, comma-separated); None keeps every check.
+      workers: the number of threads; None for the number of CPUs, at most 4.
+
+    Returns:
+      An iterator over the ``CheckRow`` of each selected check. Raises ValueError (on the first
+      ``next``) if a part of ``only`` matches no check.
+    """
+    selected = _select(_all_checks(key), only)
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    if workers <= 1:
+        yield from map(_run_one, selected)
+        return
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(_run_one, check) for check in selected]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def run_checks(
+    key: jax.Array | None = None,
+    *,
+    only: str | Sequence[str] | None = None,
+    on_row: Callable[[CheckRow], Any] | None = None,
+) -> list[CheckRow]:
+    """Checks every hand-written derivative and optimizer in nnjax; returns one row for each.
+
+    Args:
+      key: ``jax.random`` key for every check's data and probes; ``jax.random.key(0)`` if None.
+      only: keeps the checks whose name contains one of these strings, as in ``iter_checks``.
+      on_row: called with each row as soon as it and the rows before it are done.
+
+    Returns:
+      The rows in the table's order.
+    """
+    rows = []
+    for row in iter_checks(key, only=only):
+        if on_row is not None:
+            on_row(row)
+        rows.append(row)
     return rows
 
 
-def run_checks(key: jax.Array | None = None) -> list[CheckRow]:
-    """Checks every hand-written derivative and optimizer in nnjax; returns one row for each."""
-    key = jax.random.key(0) if key is None else key
-    k_act, k_loss, k_net, k_opt = jax.random.split(key, 4)
-    with jax.enable_x64(True):
-        return [
-            *_activation_rows(k_act),
-            *_loss_rows(k_loss),
-            *_backward_rows(k_net),
-            *_optimizer_rows(k_opt),
-        ]
-
-
-def format_table(rows: Sequence[CheckRow]) -> str:
-    """Renders ``run_checks`` rows as a fixed-width table with a summary line."""
-    columns = [
-        ("check", "<", 0),
+def _columns(names: Sequence[str]) -> list[tuple[str, str, int]]:
+    """The table's columns, the first as wide as the longest of ``names``."""
+    return [
+        ("check", "<", max(map(len, names), default=0)),
         *_ERROR_COLUMNS,
         ("optax", ">", 8),
         ("tolerance", "<", 17),
         ("kinks", ">", 5),
         ("result", "<", 0),
     ]
-    cells = [
-        (
-            row.name,
-            *_error_cells(row),
-            _format_error(row.reference_error),
-            row.tolerances,
-            str(row.near_kink),
-            _format_verdict(row.passed),
-        )
-        for row in rows
-    ]
+
+
+def _cells(row: CheckRow) -> tuple[str, ...]:
+    return (
+        row.name,
+        *_error_cells(row),
+        _format_error(row.reference_error),
+        row.tolerances,
+        str(row.near_kink),
+        _format_verdict(row.passed),
+    )
+
+
+def _summary(rows: Sequence[CheckRow]) -> str:
     failed = sum(not row.passed for row in rows)
-    summary = (
+    return (
         f"{len(rows) - failed} passed, {failed} failed (float64; tolerance = "
         "reverse/forward/fin-diff, relative)"
     )
-    return f"{_format_columns(columns, cells)}\n{summary}"
 
 
-def main() -> int:
-    """Prints the check table; returns 1 if any row fails."""
-    rows = run_checks()
-    print(format_table(rows))
+def format_table(rows: Sequence[CheckRow]) -> str:
+    """Renders ``run_checks`` rows as a fixed-width table with a summary line."""
+    table = _format_columns(_columns([row.name for row in rows]), [_cells(row) for row in rows])
+    return f"{table}\n{_summary(rows)}"
+
+
+def main(only: str | Sequence[str] | None = None) -> int:
+    """Prints the check table a row at a time as the checks finish.
+
+    Args:
+      only: keeps the checks whose name contains one of these strings, as in ``iter_checks``.
+
+    Returns:
+      The exit status: 0 if every row passes, 1 if one fails, 2 (after a one-line error) if a part
+      of ``only`` matches no check.
+    """
+    try:
+        columns = _columns(check_names(only))
+    except ValueError as error:
+        print(f"nnjax check: error: {error}", file=sys.stderr)
+        return 2
+    print(_format_columns(columns, []), flush=True)
+    rows = []
+    for row in iter_checks(only=only):
+        print(_format_columns(columns, [_cells(row)]).splitlines()[-1], flush=True)
+        rows.append(row)
+    print(_summary(rows))
     return 0 if all(row.passed for row in rows) else 1
 
 

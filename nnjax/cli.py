@@ -26,6 +26,7 @@ from nnjax import (
     _validation,
     activations,
     checks,
+    compilation_cache,
     datasets,
     diagnostics,
     distributed,
@@ -51,10 +52,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# Option types: the checks of nnjax._validation, naming the value by the text typed
 
 
 def _option_type(
@@ -342,7 +339,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("run", type=Path, help="a folder written by nnjax train")
     plot.set_defaults(handler=_plot)
-    _subcommand(
+    check = _subcommand(
         commands,
         "check",
         parser.error,
@@ -352,14 +349,18 @@ def _parser() -> argparse.ArgumentParser:
             "every hidden activation and output/loss pair, with L2 and dropout) against reverse "
             "mode, forward mode and central finite differences in float64, and each optimizer "
             "against its optax reference over 100 steps. Prints one row per check; exits 1 if "
-            "any fails.\n\nexample:\n  nnjax check"
+            "any fails.\n\nexample:\n  nnjax check\n  nnjax check --only backward_pass"
         ),
-    ).set_defaults(handler=lambda args: checks.main())
+    )
+    check.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only the checks whose name contains NAME; repeatable or comma-separated, "
+        "e.g. --only relu,adam (default: every check)",
+    )
+    check.set_defaults(handler=lambda args: checks.main(args.only))
     return parser
-
-
-# ---------------------------------------------------------------------------------------------
-# Commands
 
 
 def _join_processes(args: argparse.Namespace) -> None:
@@ -483,37 +484,11 @@ def _usage_error(message: str) -> int:
     return 2
 
 
-_CACHE_LIMIT_BYTES = 512 * 2**20
-
-
-def _use_compilation_cache() -> None:
-    """Keeps compiled programs in the user's cache folder, so a second run skips compiling.
-
-    Off with ``NNJAX_COMPILATION_CACHE=0``. The folder is ``$NNJAX_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/nnjax`` or ``~/.cache/nnjax``, capped at 512 MiB; a folder that cannot be
-    created leaves the cache off, silently. Only the command line turns it on, never
-    ``import nnjax``.
-    """
-    if os.environ.get("NNJAX_COMPILATION_CACHE", "1") == "0":
-        return
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    folder = Path(os.environ.get("NNJAX_CACHE_DIR") or Path(base) / "nnjax")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return
-    import jax  # deferred: `nnjax --help` stays quick
-
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_compilation_cache_max_size", _CACHE_LIMIT_BYTES)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``nnjax`` command line; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.handler in (_train, _plot):
-        _use_compilation_cache()
+        compilation_cache.use()
     return args.handler(args)
 
 

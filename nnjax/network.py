@@ -133,6 +133,7 @@ def init_network(
     layer_sizes: Sequence[int],
     init: str | Initializer = "xavier",
     dtype: jnp.dtype = jnp.float32,
+    bias_init: str | float | Callable[..., jax.Array] = "zeros",
 ) -> Params:
     """Initializes the parameters of a fully connected network.
 
@@ -142,25 +143,25 @@ def init_network(
       init: a name in ``INITIALIZERS`` (``"xavier"``, ``"xavier_uniform"``, ``"he"``) or a function
         ``init(key, n_in, n_out, dtype)`` returning ``(n_out, n_in)`` weights.
       dtype: floating-point dtype of every parameter (TypeError for any other).
+      bias_init: ``"zeros"``, a constant for every bias, or a function ``bias_init(key, n_out,
+        dtype)`` returning ``(n_out,)`` biases (its key is ``fold_in(layer's key, 1)``).
 
     Returns:
-      A list with one ``{"W": (n_out, n_in), "b": (n_out,)}`` dict per layer; biases are zero.
+      A list with one ``{"W": (n_out, n_in), "b": (n_out,)}`` dict per layer.
     """
     sizes = _validation.check_layer_sizes(layer_sizes)
     dtype = _validation.check_float_dtype("dtype", dtype)
     if isinstance(init, str):
         _validation.check_choice("init", init, INITIALIZERS)
         init = INITIALIZERS[init]
+    bias = _validation.check_bias_init(bias_init)
     keys = jax.random.split(key, len(sizes) - 1)
     params = []
     for l, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True), start=1):
         W = init(k, n_in, n_out, dtype)
-        if jnp.shape(W) != (n_out, n_in) or jnp.result_type(W) != jnp.dtype(dtype):
-            raise ValueError(
-                f"init returned weights of shape {jnp.shape(W)} and dtype {jnp.result_type(W)} "
-                f"for layer {l}; expected ({n_out}, {n_in}) (n_out, n_in) and {jnp.dtype(dtype)}"
-            )
-        params.append({"W": W, "b": jnp.zeros((n_out,), dtype)})
+        b = bias(k, n_out, dtype)
+        _validation.check_layer_init(W, b, n_in, n_out, dtype, l)
+        params.append({"W": W, "b": b})
     return params
 
 

@@ -2,10 +2,11 @@
 
 One call runs a traced number of epochs from a traced first epoch: a ``lax.while_loop`` over
 epochs, each a ``lax.scan`` over its minibatches (``nnjax.steps``), with no host round-trip per
-step. After each epoch the program evaluates the model on the whole training set (and the
-validation set) in evaluation mode, so the metrics measure the model, not the dropout noise, and
-records them as ``EpochMetrics``. It stops early at the first epoch that meets a non-finite loss
-or ends with non-finite parameters or optimizer state; that epoch does not count.
+step. After each epoch (or every ``eval_every`` epochs, or never) the program evaluates the model
+on the whole training set (and the validation set) in evaluation mode, so the metrics measure the
+model, not the dropout noise, and records them as ``EpochMetrics``. It stops early at the first
+epoch that meets a non-finite loss or ends with non-finite parameters or optimizer state (that
+epoch does not count), and where an ``early_stopping.EarlyStopping`` rule says so.
 
 ``compiled_program`` compiles a ``ProgramConfig`` for the shapes of its arguments at most once
 per process (an LRU cache keyed by the configuration and the arguments' shapes, dtypes and
@@ -22,10 +23,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nnjax import diagnostics, metrics, steps
+from nnjax import diagnostics, early_stopping, metrics, steps
 from nnjax.model import Model
 
-__all__ = ["EpochMetrics", "ProgramConfig", "build_program", "compiled_program", "int32"]
+__all__ = [
+    "EpochMetrics",
+    "ProgramConfig",
+    "build_program",
+    "compiled_program",
+    "int32",
+]
 
 
 class EpochMetrics(NamedTuple):
@@ -61,6 +68,9 @@ class ProgramConfig(NamedTuple):
     diagnostics_every: int = 0
     diagnostics_batch: int = 0
     batch_sharding: jax.sharding.Sharding | None = None  # see distributed.data_parallel
+    shuffle: bool = True  # False: every epoch takes the samples in their order
+    eval_every: int = 1  # evaluate after epoch e (from 0) where (e + 1) % eval_every == 0; 0: never
+    early_stopping: early_stopping.EarlyStopping | None = None  # with its mode resolved
 
 
 def int32(value: int) -> jax.Array:
@@ -88,6 +98,7 @@ def _guarded_epoch(config: ProgramConfig) -> Callable:
         num_batches=config.num_batches,
         batch_size=config.batch_size,
         batch_sharding=config.batch_sharding,
+        shuffle=config.shuffle,
     )
 
     def guarded(start: steps.EpochState, x, y, hyper, key) -> steps.EpochState:
@@ -126,6 +137,26 @@ def _diagnostics(config: ProgramConfig, state: steps.EpochState, x, y, hyper, ep
     return dict(zip(keys, row, strict=True))
 
 
+def _evaluate_all(model: Model, with_validation: bool, params, x, y, x_val, y_val) -> tuple:
+    """The four metrics of ``EpochMetrics``: training loss and accuracy, then validation's."""
+    nan = jnp.full((), jnp.nan, x.dtype)
+    train = metrics.evaluate(params, x, y, model)
+    val = metrics.evaluate(params, x_val, y_val, model) if with_validation else (nan, nan)
+    return tuple(v.astype(x.dtype) for v in (*train, *val))
+
+
+def _evaluation(config: ProgramConfig, params, x, y, x_val, y_val, epoch):
+    """``(evaluated, row)``: whether ``epoch`` is evaluated, and its four metrics (else NaN)."""
+    args = (config.model, config.with_validation, params, x, y, x_val, y_val)
+    if config.eval_every == 1:
+        return jnp.array(True), _evaluate_all(*args)
+    skip = (jnp.full((), jnp.nan, x.dtype),) * 4
+    if config.eval_every == 0:
+        return jnp.array(False), skip
+    evaluated = (epoch + 1) % config.eval_every == 0
+    return evaluated, jax.lax.cond(evaluated, lambda: _evaluate_all(*args), lambda: skip)
+
+
 def _record(history: EpochMetrics, i: jax.Array, row: EpochMetrics) -> EpochMetrics:
     """``history`` with epoch ``i`` of every series set to ``row``'s value."""
     return jax.tree.map(lambda series, value: series.at[i].set(value), history, row)
@@ -134,60 +165,73 @@ def _record(history: EpochMetrics, i: jax.Array, row: EpochMetrics) -> EpochMetr
 def build_program(config: ProgramConfig) -> Callable:
     """The training program for ``config``, not yet compiled (nor vmapped).
 
-    ``run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs)`` trains
-    epochs ``first_epoch .. first_epoch + num_epochs - 1`` (epoch ``e`` with the key
-    ``fold_in(key, e)``), stopping early at a non-finite loss, and returns
-    ``(state, bad_epoch, epochs_done, metrics)``: the final ``steps.EpochState``, the epoch that
-    diverged (or -1), the number of epochs run (the diverged one included) and ``EpochMetrics``.
+    ``run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs, stopper)``
+    trains epochs ``first_epoch .. first_epoch + num_epochs - 1`` (epoch ``e`` with the key
+    ``fold_in(key, e)``), stopping early at a non-finite loss or where ``config.early_stopping``
+    says so, and returns ``(state, bad_epoch, epochs_done, metrics, stopper)``: the final
+    ``steps.EpochState``, the epoch that diverged (or -1), the number of epochs run (the diverged
+    one included), ``EpochMetrics`` and the final ``early_stopping.StopState`` (``stopper``, None
+    without early stopping).
     """
     guarded = _guarded_epoch(config)
-    model = config.model
+    rule = config.early_stopping
 
-    def run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs):
-        nan = jnp.full((), jnp.nan, x.dtype)
+    def run(
+        params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs, stopper=None
+    ):
         keys = diagnostics.history_keys(len(params)) if config.diagnostics_every else []
 
         def one_epoch(loop):
-            i, start, bad_epoch, history = loop
+            i, start, bad_epoch, history, stopper = loop
             epoch = first_epoch + i
             state = guarded(start, x, y, hyper, jax.random.fold_in(key, epoch))
-            train = metrics.evaluate(state.params, x, y, model)
-            val = (
-                metrics.evaluate(state.params, x_val, y_val, model)
-                if config.with_validation
-                else (nan, nan)
-            )
+            evaluated, values = _evaluation(config, state.params, x, y, x_val, y_val, epoch)
             extra = _diagnostics(config, state, x, y, hyper, epoch, keys) if keys else {}
-            row = EpochMetrics(*(v.astype(x.dtype) for v in (*train, *val)), extra)
+            row = EpochMetrics(*values, extra)
+            if rule is not None:
+                stopper = early_stopping.update(
+                    rule,
+                    stopper,
+                    getattr(row, rule.metric),
+                    epoch + 1,
+                    evaluated & state.finite,
+                    state.params,
+                    state.opt_state,
+                )
             bad_epoch = jnp.where(state.finite, bad_epoch, epoch)
-            return i + 1, state, bad_epoch, _record(history, i, row)
+            return i + 1, state, bad_epoch, _record(history, i, row), stopper
 
         def keep_going(loop):
-            i, state, _, _ = loop
-            return (i < num_epochs) & state.finite
+            i, state, _, _, stopper = loop
+            going = (i < num_epochs) & state.finite
+            return going if rule is None else going & ~stopper.stopped
 
         series = jnp.full((config.max_epochs,), jnp.nan, x.dtype)
         history = EpochMetrics(series, series, series, series, dict.fromkeys(keys, series))
         start = steps.EpochState(params, opt_state, jnp.array(True), int32(-1))
-        epochs_done, state, bad_epoch, history = jax.lax.while_loop(
-            keep_going, one_epoch, (int32(0), start, int32(-1), history)
+        epochs_done, state, bad_epoch, history, stopper = jax.lax.while_loop(
+            keep_going, one_epoch, (int32(0), start, int32(-1), history, stopper)
         )
-        return state, bad_epoch, epochs_done, history
+        return state, bad_epoch, epochs_done, history, stopper
 
     return run
 
 
-def compiled_program(config: ProgramConfig, *args: Any) -> Any:
-    """The compiled program for ``config`` and the shapes of ``args``, compiled at most once."""
+def _signature(args: tuple) -> tuple:
+    """The tree structure of ``args`` and their leaves' shapes, dtypes and shardings: a cache key."""
     leaves, treedef = jax.tree.flatten(args)
-    signature = (
+    return (
         treedef,
         tuple(
             jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding if x.committed else None)
             for x in leaves
         ),
     )
-    return _compile(config, signature)
+
+
+def compiled_program(config: ProgramConfig, *args: Any) -> Any:
+    """The compiled program for ``config`` and the shapes of ``args``, compiled at most once."""
+    return _compile(config, _signature(args))
 
 
 @functools.lru_cache(maxsize=16)
@@ -202,6 +246,8 @@ def _compile(config: ProgramConfig, signature: tuple) -> Any:
         outputs = jax.sharding.NamedSharding(
             config.batch_sharding.mesh, jax.sharding.PartitionSpec()
         )
-    # Parameters and optimizer state are donated: the new ones reuse their buffers.
-    jitted = jax.jit(program, donate_argnums=(0, 1), out_shardings=outputs)
+    # Parameters, optimizer state and early stopping's copies are donated: the new ones reuse
+    # their buffers.
+    donated = (0, 1, 10) if config.early_stopping is not None else (0, 1)
+    jitted = jax.jit(program, donate_argnums=donated, out_shardings=outputs)
     return jitted.lower(*jax.tree.unflatten(treedef, structs)).compile()

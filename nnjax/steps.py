@@ -202,12 +202,15 @@ def make_train_epoch(
     num_batches: int,
     batch_size: int,
     batch_sharding: jax.sharding.Sharding | None = None,
+    shuffle: bool = True,
 ) -> Callable:
     """A whole epoch as one ``lax.scan``: ``epoch(state, x, y, hyper, key) -> (state, losses)``.
 
     The epoch shuffles ``x`` and ``y`` (``shuffle_indices``) with a key split from ``key``, cuts
     the first ``num_batches * batch_size`` samples of the permutation into minibatches, and runs
     ``step`` on each, with dropout keys folded from the other half of ``key`` and the step number.
+    With ``shuffle=False`` the permutation is the identity: every epoch takes the same batches in
+    the same order, and the last ``n - num_batches * batch_size`` samples are never used.
     At the first non-finite loss the state stops changing (the parameters stay the last finite
     ones) and ``state.finite`` becomes False. ``losses`` has shape ``(num_batches,)``.
 
@@ -219,7 +222,8 @@ def make_train_epoch(
 
     def epoch(state: EpochState, x, y, hyper: Hyperparameters, key):
         shuffle_key, step_key = jax.random.split(key)
-        order = shuffle_indices(shuffle_key, x.shape[0])
+        n = x.shape[0]
+        order = shuffle_indices(shuffle_key, n) if shuffle else jnp.arange(n, dtype=jnp.int32)
         batches = order[: num_batches * batch_size].reshape(num_batches, batch_size)
 
         def body(state: EpochState, inputs):

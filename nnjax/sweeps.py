@@ -108,6 +108,7 @@ def sweep(
     batch_size: int = 32,
     grad: str = "manual",
     validation: tuple[jax.Array, jax.Array] | None = None,
+    shuffle: bool = True,
 ) -> SweepResult:
     """Trains ``K`` dense networks in one compiled program, vmapped over seeds and hyperparameters.
 
@@ -125,13 +126,14 @@ def sweep(
       optimizer: a function from a learning rate to an ``optax.GradientTransformation``, such as
         ``nnjax.adam`` (the default), ``nnjax.sgd`` or
         ``lambda lr: nnjax.momentum(lr, beta=0.9)``; or one fixed transformation for every model.
-      model, init, epochs, batch_size, grad, validation: as for ``train`` (``init`` as for
-        ``network.init_network``).
+      model, init, epochs, batch_size, grad, validation, shuffle: as for ``train`` (``init`` as
+        for ``network.init_network``).
     """
     seeds = _checked_seeds(seeds)
     training.check_optimizer(optimizer, learning_rates, learning_rate_name="learning_rates")
     epochs = _validation.check_int("epochs", epochs, 1)
     batch_size = _validation.check_int("batch_size", batch_size, 1)
+    _validation.check_instance("shuffle", shuffle, bool)
     sizes = _validation.check_layer_sizes(layer_sizes)
     dtype = _validation.check_float_array("x", x).dtype
     init_keys, train_keys = jax.vmap(jax.random.split, out_axes=1)(jax.vmap(jax.random.key)(seeds))
@@ -154,6 +156,7 @@ def sweep(
         with_validation=validation is not None,
         max_epochs=epochs,
         vmapped=True,
+        shuffle=shuffle,
     )
     args = (params, opt_state, *data, hyper, train_keys, program.int32(0), program.int32(epochs))
     start = time.perf_counter()
@@ -161,7 +164,7 @@ def sweep(
     compile_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    state, _, _, history = jax.block_until_ready(compiled(*args))
+    state, _, _, history, _ = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - start
     keys = metrics.history_keys(model.loss, validation is not None)
     steps_run = seeds.shape[0] * epochs * config.num_batches

@@ -15,11 +15,15 @@ would.
 
 Minibatches: each epoch shuffles the training set and cuts it into ``n // batch_size`` batches;
 the last ``n % batch_size`` samples of the permutation (different ones every epoch) are left out
-of that epoch, so every step has the same shape and cost. A ``batch_size`` larger than the
-training set is reduced to its size (full-batch training).
+of that epoch, so every step has the same shape and cost. With ``shuffle=False`` every epoch takes
+the samples in their order, so the same last ``n % batch_size`` samples are never trained on
+(choose a ``batch_size`` that divides ``n``, or shuffle the data once beforehand, to use them). A
+``batch_size`` larger than the training set is reduced to its size (full-batch training).
 
-Metrics: after each epoch, the loss and accuracy on the whole training set (and validation set)
-are computed in evaluation mode (no dropout), so they measure the network, not the noise.
+Metrics: after each epoch (or every ``eval_every`` epochs, or never), the loss and accuracy on the
+whole training set (and validation set) are computed in evaluation mode (no dropout), so they
+measure the network, not the noise. Early stopping (``nnjax.early_stopping``) watches one of
+them inside the compiled loop and returns the best epoch's parameters.
 
 Divergence: a non-finite loss stops training at the step where it appears, and so do
 parameters or optimizer state that end an epoch non-finite (an update that overflowed). The
@@ -30,33 +34,41 @@ checkpoint of them resumes exactly. ``TrainResult.diverged`` names the epoch and
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.experimental import multihost_utils
 
 from nnjax import _validation, diagnostics, distributed, metrics, optimizers, program, steps
+from nnjax.early_stopping import EarlyStopping, StopState, checked_rule, starting_state
 from nnjax.model import Model
+from nnjax.training_loop import (
+    MAX_EPOCHS_PER_CALL,
+    Divergence,
+    History,
+    Outcome,
+    Progress,
+    Run,
+    compile_run,
+    run_chunks,
+)
 
 __all__ = [
     "DEFAULT_OPTIMIZER",
+    "MAX_EPOCHS_PER_CALL",
     "Divergence",
+    "EarlyStopping",
     "History",
     "Progress",
+    "StopState",
     "TrainResult",
     "check_optimizer",
     "checked_data",
     "train",
 ]
 
-History = dict[str, list[float]]
-
-MAX_EPOCHS_PER_CALL = 256
 DEFAULT_OPTIMIZER = optimizers.adam(1e-3)
 """``train``'s optimizer when given none. One object: the compile cache keys on the optimizer, and
 a new ``adam(1e-3)`` per call would recompile every call."""
@@ -64,48 +76,26 @@ _DIAGNOSTICS_BATCH = 256
 _INT32_MAX = 2**31 - 1  # epoch counters are int32 in the compiled program
 
 
-class Divergence(NamedTuple):
-    """Where training met a non-finite loss (both zero-based).
-
-    ``step`` is the epoch's last when every loss was finite but the parameters or optimizer state
-    it ended with were not.
-    """
-
-    epoch: int
-    step: int
-
-
-class Progress(NamedTuple):
-    """What ``train``'s callback sees after each compiled call.
-
-    Attributes:
-      epoch: the epochs completed, counted from the run's beginning (``start_epoch`` included).
-      history: the history of this call of ``train`` so far (as ``TrainResult.history``).
-      params: the parameters after ``epoch`` epochs.
-      opt_state: the optimizer state that goes with them.
-
-    ``params`` and ``opt_state`` live on the device until the next compiled call reuses their
-    buffers: a callback that keeps them copies them first (``jax.device_get``).
-    """
-
-    epoch: int
-    history: History
-    params: Any
-    opt_state: Any
-
-
 class TrainResult(NamedTuple):
     """What ``train`` returns.
 
     Attributes:
-      params: the trained parameters (after the last completed epoch if training diverged).
+      params: the trained parameters (after the last completed epoch if training diverged);
+        with early stopping, those of ``best_epoch`` however training ended.
       opt_state: the optimizer state that goes with them.
-      history: per-epoch ``train_loss``, ``train_accuracy`` and, with validation data,
-        ``val_loss`` and ``val_accuracy`` (no accuracy for ``loss="mse"``).
+      history: per-evaluation ``train_loss``, ``train_accuracy`` and, with validation data,
+        ``val_loss`` and ``val_accuracy`` (no accuracy for ``loss="mse"``); unless
+        ``eval_every=1``, also ``eval_epoch``, the epoch (counted from 1) of each evaluation.
       epochs_run: how many epochs completed.
-      steps_per_second: optimizer steps per second of wall time, compilation excluded.
+      steps_per_second: optimizer steps per second of wall time, compilation excluded; the
+        evaluations after each epoch are included (``eval_every=0`` times training alone).
       compile_seconds: time spent compiling the training program.
       diverged: None, or where a non-finite loss appeared.
+      best_epoch: with early stopping, the epochs completed (counted from the run's beginning)
+        when the watched metric was best, whose parameters are returned; else None.
+      stopped_epoch: the epochs completed when early stopping stopped training; None if it did
+        not.
+      early_stopping_state: early stopping's final ``StopState`` (None without early stopping).
     """
 
     params: Any
@@ -115,6 +105,9 @@ class TrainResult(NamedTuple):
     steps_per_second: float
     compile_seconds: float
     diverged: Divergence | None
+    best_epoch: int | None = None
+    stopped_epoch: int | None = None
+    early_stopping_state: StopState | None = None
 
 
 def check_optimizer(
@@ -183,10 +176,11 @@ class _Options(NamedTuple):
     start_epoch: int
     epochs_per_call: int | None
     diagnostics_every: int
+    eval_every: int
 
 
 def _checked_options(
-    epochs, batch_size, start_epoch, epochs_per_call, diagnostics_every, l2, dropout_rate
+    epochs, batch_size, start_epoch, epochs_per_call, diagnostics_every, eval_every
 ) -> _Options:
     epochs = _validation.check_int("epochs", epochs, 1, maximum=_INT32_MAX)
     start_epoch = _validation.check_int("start_epoch", start_epoch, 0, maximum=_INT32_MAX)
@@ -196,37 +190,14 @@ def _checked_options(
         epochs_per_call = _validation.check_int(
             "epochs_per_call", epochs_per_call, 1, maximum=_INT32_MAX
         )
-    _validation.check_in_range("l2", l2, low=0.0)
-    _validation.check_in_range("dropout_rate", dropout_rate, low=0.0, high=1.0)
     return _Options(
         epochs,
         _validation.check_int("batch_size", batch_size, 1),
         start_epoch,
         epochs_per_call,
         _validation.check_int("diagnostics_every", diagnostics_every, 0),
+        _validation.check_int("eval_every", eval_every, 0, maximum=_INT32_MAX),
     )
-
-
-class _Run(NamedTuple):
-    """A prepared run: the compiled program and its arguments, on their devices."""
-
-    compiled: Any
-    compile_seconds: float
-    params: Any
-    opt_state: Any
-    data: tuple[jax.Array, jax.Array, jax.Array, jax.Array]  # x, y, x_val, y_val
-    hyper: steps.Hyperparameters
-    key: jax.Array
-    num_batches: int
-
-
-def _compile_run(config: program.ProgramConfig, params, opt_state, data, hyper, key) -> _Run:
-    start = time.perf_counter()
-    compiled = program.compiled_program(
-        config, params, opt_state, *data, hyper, key, program.int32(0), program.int32(1)
-    )
-    seconds = time.perf_counter() - start
-    return _Run(compiled, seconds, params, opt_state, data, hyper, key, config.num_batches)
 
 
 def _layout(devices: int | str | None, batch_size: int) -> distributed.DataParallel | None:
@@ -241,74 +212,40 @@ def _layout(devices: int | str | None, batch_size: int) -> distributed.DataParal
     return layout
 
 
-def _chunk_history(chunk: program.EpochMetrics, done: int, first_epoch: int) -> History:
-    """The history of the first ``done`` epochs of a program call that began at ``first_epoch``.
-
-    Every ``HISTORY_KEYS`` series, and the diagnostics of the epochs that recorded them.
-    """
-    history = {
-        name: [float(v) for v in getattr(chunk, name)[:done]] for name in metrics.HISTORY_KEYS
-    }
-    if chunk.diagnostics:
-        recorded = [
-            i for i in range(done) if any(np.isfinite(s[i]) for s in chunk.diagnostics.values())
-        ]
-        history["diagnostics_epoch"] = [first_epoch + i + 1 for i in recorded]
-        for name, series in chunk.diagnostics.items():
-            history[name] = [float(series[i]) for i in recorded]
-    return history
+def _hyperparameters(learning_rate, l2, dropout_rate, params, dtype) -> steps.Hyperparameters:
+    """The hyperparameters in the data's dtype, checked as the program will hold them."""
+    _validation.check_in_range("l2", l2, low=0.0)
+    _validation.check_in_range("dropout_rate", dropout_rate, low=0.0, high=1.0)
+    _validation.check_below_one_in("dropout_rate", dropout_rate, dtype)
+    _validation.check_l2_finite("l2", l2, [w for w in jax.tree.leaves(params) if jnp.ndim(w) >= 2])
+    return steps.Hyperparameters(
+        None if learning_rate is None else jnp.asarray(learning_rate, dtype),
+        *(jnp.asarray(v, dtype) for v in (l2, dropout_rate)),
+    )
 
 
-def _run_chunks(
-    run: _Run, options: _Options, callback: Callable[[Progress], Any] | None, public
-) -> tuple[Any, Any, History, int, float, Divergence | None]:
-    """Calls the compiled program until ``options.epochs``, a divergence or the callback's stop.
-
-    Each call runs about half a second of epochs (or ``options.epochs_per_call``).
-    """
-    params, opt_state, history = run.params, run.opt_state, {}
-    epoch, chunk, seconds, diverged = options.start_epoch, options.epochs_per_call or 1, 0.0, None
-    while epoch < options.epochs and diverged is None:
-        chunk = max(1, min(chunk, options.epochs - epoch, MAX_EPOCHS_PER_CALL))
-        t0 = time.perf_counter()
-        state, bad_epoch, done, chunk_metrics = run.compiled(
-            params,
-            opt_state,
-            *run.data,
-            run.hyper,
-            run.key,
-            program.int32(epoch),
-            program.int32(chunk),
-        )
-        done, chunk_metrics, finite = jax.device_get((done, chunk_metrics, state.finite))
-        elapsed = time.perf_counter() - t0
-        seconds += elapsed
-        params, opt_state, done = state.params, state.opt_state, int(done)
-        if not finite:
-            diverged = Divergence(int(bad_epoch), int(state.bad_step))
-            done -= 1  # the epoch where the loss diverged did not complete
-        for name, values in _chunk_history(chunk_metrics, done, epoch).items():
-            history.setdefault(name, []).extend(values)
-        epoch += done
-        stop = callback is not None and bool(
-            callback(Progress(epoch, public(history), params, opt_state))
-        )
-        if options.epochs_per_call is None:
-            chunk = int(np.clip(0.5 / max(elapsed / max(done, 1), 1e-6), 1, MAX_EPOCHS_PER_CALL))
-        chunk, stop = _agreed(chunk, stop)
-        if stop:
-            break
-    return params, opt_state, history, epoch, seconds, diverged
-
-
-def _agreed(chunk: int, stop: bool) -> tuple[int, bool]:
-    """What every process of a multi-process run does next: process 0's epochs per call, and a
-    stop if any process's callback asked for one, so that all run the same calls."""
-    if jax.process_count() == 1:
-        return chunk, stop
-    votes = multihost_utils.process_allgather(np.array([chunk, stop], np.int32))
-    votes = np.asarray(votes).reshape(jax.process_count(), 2)
-    return int(votes[0, 0]), bool(votes[:, 1].any())
+def _result(run: Run, options: _Options, outcome: Outcome, history: History) -> TrainResult:
+    """The ``TrainResult`` of a run; with early stopping, of its best epoch."""
+    params, opt_state, stopper = outcome.params, outcome.opt_state, outcome.stopper
+    seconds = outcome.seconds
+    best_epoch = stopped_epoch = None
+    if stopper is not None:
+        params, opt_state = stopper.params, stopper.opt_state
+        best, stopped = jax.device_get((stopper.best_epoch, stopper.stopped))
+        best_epoch, stopped_epoch = int(best), outcome.epoch if stopped else None
+    steps_run = (outcome.epoch - options.start_epoch) * run.config.num_batches
+    return TrainResult(
+        params,
+        opt_state,
+        history,
+        outcome.epoch - options.start_epoch,
+        steps_run / seconds if seconds > 0 else 0.0,
+        run.compile_seconds,
+        outcome.diverged,
+        best_epoch,
+        stopped_epoch,
+        stopper,
+    )
 
 
 def train(
@@ -332,6 +269,10 @@ def train(
     callback: Callable[[Progress], Any] | None = None,
     diagnostics_every: int = 0,
     devices: int | str | None = None,
+    shuffle: bool = True,
+    eval_every: int = 1,
+    early_stopping: EarlyStopping | None = None,
+    early_stopping_state: StopState | None = None,
 ) -> TrainResult:
     """Trains a model by minibatch gradient descent, whole epochs at a time, compiled.
 
@@ -354,13 +295,13 @@ def train(
         loss).
       l2: L2 strength added to the loss (weights only).
       dropout_rate: dropout on hidden layers during training; evaluation never drops.
-      validation: optional ``(x_val, y_val)``, evaluated after every epoch.
+      validation: optional ``(x_val, y_val)``, evaluated with the training set (``eval_every``).
       start_epoch: the first epoch to run, for resuming.
       epochs_per_call: epochs per compiled call; default adapts to about two calls a second.
       callback: called after each compiled call with a ``Progress`` (e.g. to show progress or
         save a checkpoint); when it returns something true, training stops there and the result
-        holds the state it saw. In a multi-process run, every process stops when any one's
-        callback asks to.
+        holds the state it saw (with early stopping, the best epoch's). In a multi-process run,
+        every process stops when any one's callback asks to.
       diagnostics_every: every this many epochs (0: never), record ``nnjax.diagnostics`` of a
         ``DenseNetwork`` on the first 256 training samples: the history gains
         ``diagnostics_epoch`` (the epochs recorded, counted from 1) and one list per entry of
@@ -373,14 +314,29 @@ def train(
         validation data are this process's rows only (``distributed.process_rows``), every
         process holding as many, and the returned parameters are global arrays, replicated on
         every device.
+      shuffle: whether each epoch shuffles the training set; False takes it in its order every
+        epoch (the last ``n % batch_size`` samples are then never used: see the module docstring).
+      eval_every: evaluate (and record in the history) after every this many epochs, counted
+        from the run's beginning: after epoch ``e`` (from 1) where ``e % eval_every == 0``; 0:
+        never. Unless 1, the history gains ``eval_epoch``, the epochs evaluated.
+      early_stopping: an ``EarlyStopping`` rule (``nnjax.early_stopping``): training stops once
+        its metric has not improved for ``patience`` epochs, and the result holds the best
+        epoch's parameters and optimizer state (``TrainResult.best_epoch``, ``stopped_epoch``).
+        Checked inside the compiled loop, so the result does not depend on ``epochs_per_call``.
+      early_stopping_state: the ``StopState`` to resume from (``Progress.early_stopping_state``
+        or ``TrainResult.early_stopping_state`` saved with a checkpoint); default a fresh one.
 
     Returns:
       A ``TrainResult``.
     """
     data = checked_data(model, params, x, y, validation)
     options = _checked_options(
-        epochs, batch_size, start_epoch, epochs_per_call, diagnostics_every, l2, dropout_rate
+        epochs, batch_size, start_epoch, epochs_per_call, diagnostics_every, eval_every
     )
+    _validation.check_instance("shuffle", shuffle, bool)
+    keys = metrics.history_keys(model.loss, validation is not None)
+    if early_stopping is not None:
+        early_stopping = checked_rule(early_stopping, keys, options.eval_every)
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     check_optimizer(optimizer, learning_rate)
     if learning_rate is not None:
@@ -395,15 +351,12 @@ def train(
     # donation would otherwise invalidate.
     params, opt_state = jax.tree.map(jnp.array, (params, opt_state))
     dtype = data[0].dtype
-    # Checked as the program will hold them: in the data's dtype.
-    _validation.check_below_one_in("dropout_rate", dropout_rate, dtype)
-    _validation.check_l2_finite("l2", l2, [w for w in jax.tree.leaves(params) if jnp.ndim(w) >= 2])
-    hyper = steps.Hyperparameters(
-        None if learning_rate is None else jnp.asarray(learning_rate, dtype),
-        *(jnp.asarray(v, dtype) for v in (l2, dropout_rate)),
+    hyper = _hyperparameters(learning_rate, l2, dropout_rate, params, dtype)
+    stopper = starting_state(
+        early_stopping, early_stopping_state, params, opt_state, options.start_epoch, dtype
     )
-    (params, opt_state, hyper, key), data = distributed.place(
-        layout, (params, opt_state, hyper, key), data, validation is not None
+    state, data = distributed.place(
+        layout, (params, opt_state, stopper, hyper, key), data, validation is not None
     )
     config = program.ProgramConfig(
         model=model,
@@ -419,25 +372,18 @@ def train(
         diagnostics_every=options.diagnostics_every,
         diagnostics_batch=min(data[0].shape[0], _DIAGNOSTICS_BATCH),
         batch_sharding=None if layout is None else layout.batch,
+        shuffle=shuffle,
+        eval_every=options.eval_every,
+        early_stopping=early_stopping,
     )
-    run = _compile_run(config, params, opt_state, data, hyper, key)
-    keys = metrics.history_keys(model.loss, validation is not None)
+    run = compile_run(config, state, data)
+    if options.eval_every != 1:
+        keys += ("eval_epoch",)
     if options.diagnostics_every:
         keys += ("diagnostics_epoch", *diagnostics.history_keys(len(params)))
 
     def public(history: History) -> History:
         return {k: list(history.get(k, [])) for k in keys}
 
-    params, opt_state, history, epoch, seconds, diverged = _run_chunks(
-        run, options, callback, public
-    )
-    steps_run = (epoch - options.start_epoch) * run.num_batches
-    return TrainResult(
-        params,
-        opt_state,
-        public(history),
-        epoch - options.start_epoch,
-        steps_run / seconds if seconds > 0 else 0.0,
-        run.compile_seconds,
-        diverged,
-    )
+    outcome = run_chunks(run, options, callback, public)
+    return _result(run, options, outcome, public(outcome.history))

@@ -477,3 +477,21 @@ def test_fifo_directory_truncated_and_padded_files_are_refused(tmp_path):
         path.write_bytes(bad)
         with pytest.raises(ValueError, match=re.escape(str(path))):
             load_checkpoint(path, params_like=params, opt_state_like=state)
+
+
+def test_save_params_and_load_params_round_trip(tmp_path):
+    params = [
+        {"W": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones((2,))},
+        {"W": jnp.full((1, 2), -0.5), "b": jnp.zeros((1,))},
+    ]
+    path = checkpoints.save_params(tmp_path / "params.safetensors", params)
+    chex.assert_trees_all_equal(checkpoints.load_params(path, params), params)
+    assert set(safetensors.numpy.load_file(path)) == {
+        "params[0]['W']",
+        "params[0]['b']",
+        "params[1]['W']",
+        "params[1]['b']",
+    }
+    wider = [{"W": jnp.zeros((3, 3)), "b": jnp.zeros((3,))}, params[1]]
+    with pytest.raises(ValueError, match=r"params\[0\]\['W'\]"):
+        checkpoints.load_params(path, wider)

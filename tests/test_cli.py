@@ -7,14 +7,16 @@ import sys
 import pytest
 import safetensors.numpy
 
-from nnjax import checks, cli
+from nnjax import checks, cli, compilation_cache
 
 
 def test_check_exits_with_the_result_of_the_checks(monkeypatch, capsys):
     row = checks.CheckRow("sigmoid_derivative", 0.0, 0.0, 1e-11, None, "1e-10", 0, False)
-    monkeypatch.setattr(checks, "run_checks", lambda: [row])
+    monkeypatch.setattr(checks, "iter_checks", lambda **_: iter([row]))
     assert cli.main(["check"]) == 1
     assert "sigmoid_derivative" in capsys.readouterr().out
+    assert cli.main(["check", "--only", "sigmoid", "--only", "no such check"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_help_names_every_command_and_has_an_example(capsys):
@@ -299,12 +301,12 @@ def test_the_command_line_keeps_compiled_programs_in_a_capped_cache_unless_turne
     monkeypatch.setenv("NNJAX_CACHE_DIR", str(tmp_path / "cache"))
     try:
         monkeypatch.setenv("NNJAX_COMPILATION_CACHE", "0")
-        cli._use_compilation_cache()
+        compilation_cache.use()
         assert jax.config.jax_compilation_cache_dir == before["jax_compilation_cache_dir"]
         monkeypatch.setenv("NNJAX_COMPILATION_CACHE", "1")
-        cli._use_compilation_cache()
+        compilation_cache.use()
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
-        assert jax.config.jax_compilation_cache_max_size == 512 * 2**20
+        assert jax.config.jax_compilation_cache_max_size == compilation_cache.LIMIT_BYTES == 2**29
     finally:
         for name, value in before.items():
             jax.config.update(name, value)

@@ -383,3 +383,23 @@ def test_check_int_with_a_maximum_names_the_bound():
         _validation.check_int("epochs", 2**40, 1, maximum=2**31 - 1)
     assert _validation.check_int("epochs", 2**31 - 1, 1, maximum=2**31 - 1) == 2**31 - 1
     assert _validation.check_int("epochs", 2**40, 1) == 2**40
+
+
+def test_bias_init_choices():
+    key, sizes = jax.random.key(0), [3, 5, 2]
+    zeros = network.init_network(key, sizes, "he")
+    chex.assert_trees_all_equal(zeros, network.init_network(key, sizes, "he", bias_init="zeros"))
+    assert all(not np.asarray(layer["b"]).any() for layer in zeros)
+    constant = network.init_network(key, sizes, "he", bias_init=0.1)
+    np.testing.assert_array_equal(constant[1]["b"], np.full((2,), 0.1, np.float32))
+    drawn = network.init_network(
+        key, sizes, "he", bias_init=lambda k, n, dtype: jax.random.uniform(k, (n,), dtype)
+    )
+    for layer, reference in zip(drawn, zeros, strict=True):
+        np.testing.assert_array_equal(layer["W"], reference["W"])  # weights keep their keys
+        assert layer["b"].shape == reference["b"].shape and np.asarray(layer["b"]).all()
+    for bad, error in (("ones", ValueError), (float("inf"), ValueError), ([0.0], TypeError)):
+        with pytest.raises(error, match="bias_init"):
+            network.init_network(key, sizes, bias_init=bad)
+    with pytest.raises(ValueError, match=r"bias_init returned biases of shape \(6,\)"):
+        network.init_network(key, sizes, bias_init=lambda k, n, dtype: jnp.zeros((n + 1,), dtype))
