@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nnjax import _validation, diagnostics, distributed, metrics, optimizers, program, steps
@@ -155,7 +156,7 @@ def checked_data(
             raise ValueError(f"{name} must have shape (n, {width}), got {inputs.shape}")
         targets = metrics.prepare_targets(targets, model.loss)
         for what, array in ((name, inputs), (f"the targets of {name}", targets)):
-            if not bool(jnp.all(jnp.isfinite(array))):  # integer labels are always finite
+            if not np.isfinite(np.asarray(array)).all():  # on the host: no compilation
                 raise ValueError(f"{what} hold non-finite values (NaN or inf)")
         if targets.shape[0] != inputs.shape[0]:
             raise ValueError(
@@ -246,6 +247,12 @@ def _result(run: Run, options: _Options, outcome: Outcome, history: History) -> 
         stopped_epoch,
         stopper,
     )
+
+
+@jax.jit
+def _copied(tree: Any) -> Any:
+    """A copy of every leaf, in one compiled program (not one per leaf's shape)."""
+    return jax.tree.map(jnp.copy, tree)
 
 
 def train(
@@ -349,7 +356,7 @@ def train(
 
     # Place everything on the device(s) once; copies let the caller keep its own arrays, which
     # donation would otherwise invalidate.
-    params, opt_state = jax.tree.map(jnp.array, (params, opt_state))
+    params, opt_state = _copied((params, opt_state))
     dtype = data[0].dtype
     hyper = _hyperparameters(learning_rate, l2, dropout_rate, params, dtype)
     stopper = starting_state(
