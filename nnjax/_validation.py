@@ -369,7 +369,7 @@ def check_nonempty(name: str, x: Any) -> None:
         raise ValueError(f"{name} is empty (shape {jnp.shape(x)}); it needs at least one element")
 
 
-_ARGUMENT_ORDER = (
+ARGUMENT_ORDER = (
     "nnjax losses take loss(y_true, y_pred), targets first: the reverse of optax's order"
 )
 
@@ -388,7 +388,7 @@ def check_target_range(name: str, y_true: Any, low: float, high: float | None = 
         upper = "inf)" if high is None else f"{high:g}]"
         raise ValueError(
             f"{name} must lie in [{low:g}, {upper}, got values in [{lo:g}, {hi:g}] "
-            f"({_ARGUMENT_ORDER})"
+            f"({ARGUMENT_ORDER})"
         )
 
 

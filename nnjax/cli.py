@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import nnjax
 from nnjax import (
     _validation,
     activations,
@@ -231,7 +232,7 @@ def _add_training_options(group: Any) -> None:
         metavar="EVERY",
         help="record activation statistics, dead and saturated units, per-layer gradient norms "
         "and update/weight ratios every EVERY epochs, plot them and warn about vanishing or "
-        "exploding gradients and dead ReLUs (default: 0, off)",
+        "exploding gradients and dead ReLUs (0: off)",
     )
 
 
@@ -310,12 +311,14 @@ def _add_train(commands: Any, error: Callable[[str], NoReturn]) -> None:
     output.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples as written, and every option's default in its help."""
+
+
 def _subcommand(
     commands: Any, name: str, error: Callable[[str], NoReturn], **options: Any
 ) -> argparse.ArgumentParser:
-    parser = commands.add_parser(
-        name, formatter_class=argparse.RawDescriptionHelpFormatter, **options
-    )
+    parser = commands.add_parser(name, formatter_class=_Formatter, **options)
     parser.error = error  # one-line errors, "nnjax: error: ...", for the subcommand too
     return parser
 
@@ -327,6 +330,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {nnjax.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(commands, parser.error)
     plot = _subcommand(

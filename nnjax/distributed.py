@@ -189,7 +189,13 @@ def data_parallel(devices: int | str = "all") -> DataParallel:
         else _validation.check_positive_int('devices (or "all")', devices)
     )
     if count > len(available):
-        raise ValueError(f"asked for {count} devices but only {len(available)} are available")
+        hint = ""
+        if available[0].platform == "cpu":
+            hint = (
+                f"; on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count={count} (set before "
+                "JAX starts) splits it into that many devices"
+            )
+        raise ValueError(f"asked for {count} devices but only {len(available)} are available{hint}")
     if multiprocess and count != len(available):
         raise ValueError(
             f"a run of {jax.process_count()} processes trains on all {len(available)} of their "

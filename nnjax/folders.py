@@ -390,6 +390,7 @@ def _save(run: runs.Run, folder: Path, state: tuple, extra: dict[str, Any]) -> d
         "history": history,
         **extra,
         "processes": jax.process_count(),
+        "devices": jax.device_count(),
         "versions": runs.versions(),
         "checkpoint_sha256": sha256(path),
         "plots_epoch": None,

@@ -190,7 +190,7 @@ def _one_hot_targets(y_true: jax.Array, logits: jax.Array) -> jax.Array:
         if y_true.shape != logits.shape[:-1]:
             raise ValueError(
                 f"integer labels must have shape {logits.shape[:-1]} for logits of shape "
-                f"{logits.shape}, got shape {y_true.shape}"
+                f"{logits.shape}, got shape {y_true.shape} ({_validation.ARGUMENT_ORDER})"
             )
         _validation.check_label_range("integer labels", y_true, num_classes)
         return jax.nn.one_hot(y_true, num_classes, dtype=logits.dtype)

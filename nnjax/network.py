@@ -192,7 +192,8 @@ def layer_sizes(params: Params) -> tuple[int, ...]:
 
 def hidden_activations(activation: str | Sequence[str], num_hidden: int) -> tuple[str, ...]:
     """Expands ``activation`` to one checked name per hidden layer."""
-    names = (activation,) * num_hidden if isinstance(activation, str) else tuple(activation)
+    one = isinstance(activation, str) or not isinstance(activation, Sequence)  # e.g. jnp.tanh
+    names = (activation,) * num_hidden if one else tuple(activation)
     if len(names) != num_hidden:
         raise ValueError(
             f"got {len(names)} activations {names} for a network with {num_hidden} hidden layers"

@@ -310,3 +310,17 @@ def test_the_command_line_keeps_compiled_programs_in_a_capped_cache_unless_turne
     finally:
         for name, value in before.items():
             jax.config.update(name, value)
+
+
+def test_version_and_every_default_are_shown(capsys):
+    import nnjax
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nnjax {nnjax.__version__}"
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for shown in ("Adam beta1 (default: 0.9)", "(default: 0.999)", "(default: 1e-08)"):
+        assert shown in out

@@ -349,3 +349,8 @@ def test_an_unreachable_coordinator_ends_in_one_line_after_the_timeout():
         f"nnjax: error: the processes did not all connect to {address} within 2 s; check that "
         "every process was started with the same address and that process 0 is reachable"
     ]
+
+
+def test_asking_for_more_cpu_devices_than_there_are_names_the_xla_flag():
+    with pytest.raises(ValueError, match="xla_force_host_platform_device_count=64"):
+        distributed.data_parallel(64)

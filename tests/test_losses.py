@@ -549,3 +549,9 @@ def test_targets_that_overflow_the_prediction_dtype_raise(fn):
         fn(y, jnp.zeros(2, jnp.float16))
     in_range = np.array([1.0, 100.0], np.float32)
     assert np.isfinite(np.asarray(fn(in_range, jnp.zeros(2, jnp.float16)), np.float32)).all()
+
+
+def test_integer_labels_of_the_wrong_shape_name_the_argument_order():
+    logits = jnp.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"loss\(y_true, y_pred\), targets first"):
+        losses.softmax_cross_entropy(logits.argmax(axis=0), logits)

@@ -403,3 +403,9 @@ def test_bias_init_choices():
             network.init_network(key, sizes, bias_init=bad)
     with pytest.raises(ValueError, match=r"bias_init returned biases of shape \(6,\)"):
         network.init_network(key, sizes, bias_init=lambda k, n, dtype: jnp.zeros((n + 1,), dtype))
+
+
+def test_an_activation_function_instead_of_its_name_is_named_in_the_error():
+    params = nnjax.init_network(jax.random.key(0), [2, 3, 2])
+    with pytest.raises(ValueError, match=r"unknown activation <PjitFunction.*expected one of"):
+        nnjax.forward_pass(params, jnp.ones((1, 2)), activation=jnp.tanh)
