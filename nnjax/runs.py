@@ -9,8 +9,7 @@ stopped (``folders.resume``); ``nnjax.folders`` writes and reads the folder::
     trained = runs.train(run)
     folders.write_run_folder(run, trained, folders.prepare(Path("runs/xor")))
 
-A run that cannot start (a loss that does not fit the data) raises ValueError with a one-line
-message.
+A run that cannot start (a loss that does not fit the data) raises a one-line ValueError.
 """
 
 from __future__ import annotations
@@ -20,7 +19,9 @@ import functools
 import os
 import platform
 import shlex
+import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -287,24 +288,33 @@ class Trained(NamedTuple):
     interrupted: int | None
 
 
+_SHOWN = {"train_loss": "loss", "train_accuracy": "acc", "val_accuracy": "val_acc"}
+_BAR = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}"
+
+
 def _progress_bar(config: dict[str, Any], initial: int, quiet: bool) -> tuple[Any, Any]:
+    """A progress bar that says it is compiling until the first compiled call has run, then
+    starts, so its rate and time left count training alone; within 80 columns, the bar takes what
+    the count, the times and the three numbers leave. Returns ``(close, show)``."""
     from tqdm import tqdm  # deferred, as matplotlib in nnjax.folders: importing runs loads neither
 
-    bar = tqdm(
-        total=config["epochs"],
-        initial=initial,
-        unit="epoch",
-        disable=quiet,
-        dynamic_ncols=True,
-        desc=f"{config['dataset']}",
-    )
+    if not quiet:
+        print(f"{config['dataset']}: compiling the training program...", file=sys.stderr)
+    bars = []
 
-    def progress(progress: training.Progress) -> None:
-        bar.update(progress.epoch - bar.n)
-        shown = {k: f"{v[-1]:.4f}" for k, v in progress.history.items() if v}
-        bar.set_postfix(shown, refresh=True)
+    def show(progress: training.Progress) -> None:
+        if not quiet and not bars:  # the first call has run: compilation is over
+            width = min(80, shutil.get_terminal_size().columns)
+            bars.append(tqdm(total=config["epochs"], initial=initial, bar_format=_BAR, ncols=width))
+            bars[0].set_description(config["dataset"], refresh=False)
+        for bar in bars:
+            bar.update(progress.epoch - bar.n)
+            latest = {
+                s: progress.history[k][-1] for k, s in _SHOWN.items() if progress.history.get(k)
+            }
+            bar.set_postfix_str(" ".join(f"{s}={v:.3f}" for s, v in latest.items()), refresh=True)
 
-    return bar, progress
+    return (lambda: [bar.close() for bar in bars]), show
 
 
 @contextlib.contextmanager
@@ -363,7 +373,7 @@ def train(
     start = run.fresh_start() if start is None else start
     (x_train, y_train), validation = shares or process_shares(run.data, quiet=quiet)
     config = run.config
-    bar, show = _progress_bar(config, start.epoch, quiet)
+    close_bar, show = _progress_bar(config, start.epoch, quiet)
     began = time.perf_counter()
     with _interruptible() as interrupt:
 
@@ -393,7 +403,7 @@ def train(
             diagnostics_every=config["diagnostics"],
             devices=devices,
         )
-    bar.close()
+    close_bar()
     history = merge(start.history, result.history)
     epoch = start.epoch + result.epochs_run
     wall = time.perf_counter() - began

@@ -49,3 +49,12 @@ def test_command_line_names_the_options_that_differ_from_the_defaults():
     assert line.endswith("--output 'runs/my xor' --resume")
     assert "--beta1" not in line  # at its default
     np.testing.assert_equal(runs.merge({"a": [1.0]}, {"a": [2.0]}), {"a": [1.0, 2.0]})
+
+
+def test_the_progress_bar_starts_after_compiling_and_fits_80_columns(capsys):
+    runs.train(runs.Run(runs.make_config(**XOR, epochs=3)), quiet=False)
+    err = capsys.readouterr().err
+    assert err.startswith("xor: compiling the training program...\n")
+    lines = [line for line in err.replace("\r", "\n").splitlines() if "%|" in line]
+    assert lines and all(len(line) <= 80 for line in lines)
+    assert "loss=" in lines[-1] and "acc=" in lines[-1] and "3/3" in lines[-1]
