@@ -52,6 +52,7 @@ class Model(Protocol):
         """The hand-written gradient of ``data_loss + penalty``, shaped like ``params``."""
         ...
 
-    def input_width(self, params: Any) -> int:
-        """The number of input features ``params`` expect (after checking their structure)."""
+    def example_shape(self, params: Any) -> tuple[int, ...]:
+        """The shape of one input example ``params`` expect (after checking their structure):
+        ``(n_in,)`` for a dense network, ``(height, width, channels)`` for images."""
         ...

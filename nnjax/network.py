@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from nnjax import _validation, losses
 from nnjax.activations import ACTIVATIONS, get_activation, identity, sigmoid, softmax
 from nnjax.initializers import INITIALIZERS, Initializer
+from nnjax.layers import dense_backward, dense_forward
 from nnjax.regularization import (
     dropout_backward,
     dropout_forward,
@@ -281,7 +282,7 @@ def forward_pass(
     cache: Cache = {}
     a = x
     for l, layer in enumerate(params, start=1):
-        z = a @ layer["W"].T + layer["b"][None, :]
+        z = dense_forward(layer, a)
         if l < num_layers:
             a = ACTIVATIONS[names[l - 1]].fn(z)
             if use_dropout:
@@ -409,15 +410,12 @@ def backward_pass(
     dz = _get_loss(loss).output_error(y, cache[f"z{num_layers}"])
     grads: Params = [{} for _ in range(num_layers)]
     for l in range(num_layers, 0, -1):
-        W = params[l - 1]["W"]
         a_prev = x if l == 1 else cache[f"a{l - 1}"]
-        dW = dz.T @ a_prev
+        da, grads[l - 1] = dense_backward(params[l - 1], dz, a_prev)
         if use_l2:
-            (penalty,) = l2_regularization_gradient([W], l2)
-            dW = dW + penalty
-        grads[l - 1] = {"W": dW, "b": jnp.sum(dz, axis=0)}
+            (penalty,) = l2_regularization_gradient([params[l - 1]["W"]], l2)
+            grads[l - 1]["W"] = grads[l - 1]["W"] + penalty
         if l > 1:
-            da = dz @ W
             if f"mask{l - 1}" in cache:
                 da = dropout_backward(da, cache[f"mask{l - 1}"])
             dz = da * ACTIVATIONS[names[l - 2]].derivative(cache[f"z{l - 1}"])
@@ -492,8 +490,9 @@ class DenseNetwork:
         """``backward_pass`` with this architecture."""
         return backward_pass(params, x, y, cache, activation=self.activation, loss=self.loss, l2=l2)
 
-    def input_width(self, params: Params) -> int:
-        """``n_in``, after checking the layers and that ``activation`` names one per hidden layer."""
+    def example_shape(self, params: Params) -> tuple[int]:
+        """``(n_in,)``, after checking the layers and that ``activation`` names one per hidden
+        layer."""
         sizes = layer_sizes(params)
         hidden_activations(self.activation, len(sizes) - 2)
-        return sizes[0]
+        return (sizes[0],)

@@ -79,9 +79,8 @@ def _value_and_grad(
     _validation.check_choice("grad", grad, GRADIENT_SOURCES)
 
     def forward(params, x, dropout_rate, key):
-        if not use_dropout:
-            return model.forward(params, x)
-        return model.forward(params, x, dropout_rate=dropout_rate, key=key, train=True)
+        rate = dropout_rate if use_dropout else 0.0  # a model's own Dropout layers still drop
+        return model.forward(params, x, dropout_rate=rate, key=key, train=True)
 
     def objective(params, x, y, l2, dropout_rate, key):
         _, cache = forward(params, x, dropout_rate, key)

@@ -146,14 +146,16 @@ def checked_data(
     Returns ``(x, y, x_val, y_val)`` with targets in the format ``model.loss`` needs. Without
     validation data, ``x_val, y_val`` are one-sample placeholders that are never evaluated.
     """
-    width = model.input_width(params)
+    shape = model.example_shape(params)
     _validation.check_nonempty("x", x)
     pairs = [(x, y), validation] if validation is not None else [(x, y)]
     checked = []
     for name, (inputs, targets) in zip(("x", "validation x"), pairs, strict=False):
         inputs = _validation.check_float_array(name, inputs)
-        if inputs.ndim != 2 or inputs.shape[1] != width:
-            raise ValueError(f"{name} must have shape (n, {width}), got {inputs.shape}")
+        if inputs.shape[1:] != shape:
+            raise ValueError(
+                f"{name} must have shape (n, {', '.join(map(str, shape))}), got {inputs.shape}"
+            )
         targets = metrics.prepare_targets(targets, model.loss)
         for what, array in ((name, inputs), (f"the targets of {name}", targets)):
             if not np.isfinite(np.asarray(array)).all():  # on the host: no compilation

@@ -1,0 +1,107 @@
+"""Tests of nnjax.sequential: chains of layers, residual blocks and the Sequential model."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import nnjax
+from nnjax import layercheck, training
+from nnjax.layers import Activation, Dense, Dropout, Flatten
+from nnjax.sequential import Residual, Sequential
+
+from helpers import tree_relative_error
+
+MODEL = Sequential(
+    (Flatten(), Dense(8), Activation("tanh"), Residual((Dense(8), Activation("relu"))), Dense(3)),
+    input_shape=(2, 3),
+)
+
+
+def _problem(model, dtype):
+    params, _ = model.init(jax.random.key(0), dtype)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # no zero bias to hide a bias bug
+    x = jax.random.normal(jax.random.key(1), (5, *model.input_shape), dtype)
+    return params, x, jnp.array([0, 1, 2, 1, 0])
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
+def test_the_models_backward_is_the_gradient_of_its_objective(loss):
+    model = dataclasses.replace(MODEL, loss=loss)
+    with jax.enable_x64(True):
+        params, x, labels = _problem(model, jnp.float64)
+        y = labels if loss != "mse" else jax.nn.one_hot(labels, 3, dtype=jnp.float64)
+
+        def manual_gradient(p):
+            return model.backward(p, x, y, model.forward(p, x)[1], l2=0.1)
+
+        def objective(p):
+            return model.data_loss(p, y, model.forward(p, x)[1]) + model.penalty(p, 0.1)
+
+        manual = jax.jit(manual_gradient)(params)
+        assert tree_relative_error(manual, jax.jit(jax.grad(objective))(params)) < 1e-12
+    assert jax.tree.structure(manual) == jax.tree.structure(params)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NoSkipGradient(Residual):
+    def backward(self, params, dout, cache):
+        dx, grads = super().backward(params, dout, cache)
+        return dx - dout, grads
+
+
+def test_a_residual_block_adds_the_skip_paths_gradient():
+    body = (Dense(4), Activation("tanh"))
+    assert layercheck.check_layer(Residual(body), (4,)).passed
+    assert not layercheck.check_layer(_NoSkipGradient(body), (4,)).passed
+    with pytest.raises(ValueError, match="keep its input's shape"):
+        Residual((Dense(3),)).init(jax.random.key(0), (4,))
+
+
+def test_dropout_layers_drop_in_training_only():
+    model = Sequential((Dense(16), Dropout(0.5), Dense(2)), input_shape=(4,))
+    params, _ = model.init(jax.random.key(0))
+    x = jnp.ones((3, 4))
+    evaluated, _ = jax.jit(model.forward)(params, x)
+    trained, _ = jax.jit(model.forward, static_argnames="train")(
+        params, x, key=jax.random.key(1), train=True
+    )
+    assert not jnp.allclose(evaluated, trained)
+    with pytest.raises(ValueError, match="Dropout layers"):
+        model.forward(params, x, dropout_rate=0.1, train=True)
+
+
+def test_a_sequential_model_trains_with_its_hand_written_backward_as_with_autodiff():
+    x = jax.random.normal(jax.random.key(2), (64, 2, 3))
+    y = (x.sum((1, 2)) > 0).astype(jnp.int32)
+    params, _ = MODEL.init(jax.random.key(0))
+    results = {
+        grad: training.train(
+            params,
+            x,
+            y,
+            model=MODEL,
+            optimizer=nnjax.adam(1e-2),
+            grad=grad,
+            epochs=15,
+            batch_size=16,
+            key=jax.random.key(0),
+            l2=1e-3,
+        )
+        for grad in ("manual", "autodiff")
+    }
+    manual, autodiff = results["manual"], results["autodiff"]
+    assert tree_relative_error(manual.params, autodiff.params) < 1e-4
+    assert manual.history["train_accuracy"][-1] > 0.9
+    with pytest.raises(ValueError, match=r"x must have shape \(n, 2, 3\)"):
+        training.train(
+            params,
+            x[:, 0],
+            y,
+            model=MODEL,
+            optimizer=optax.sgd(0.1),
+            epochs=1,
+            key=jax.random.key(0),
+        )
