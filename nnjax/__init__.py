@@ -30,7 +30,9 @@ from nnjax.activations import (
     tanh,
     tanh_derivative,
 )
+from nnjax.convolution import Conv1D, Conv2D
 from nnjax.initializers import INITIALIZERS, he_init, xavier_init, xavier_uniform_init
+from nnjax.layers import Activation, Dense, Dropout, Flatten
 from nnjax.losses import (
     binary_cross_entropy,
     binary_cross_entropy_derivative,
@@ -52,6 +54,7 @@ from nnjax.network import (
     network_loss,
     predict,
 )
+from nnjax.normalization import BatchNorm, LayerNorm
 from nnjax.optimizers import (
     OPTIMIZERS,
     AdamState,
@@ -62,6 +65,7 @@ from nnjax.optimizers import (
     momentum,
     sgd,
 )
+from nnjax.pooling import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from nnjax.regularization import (
     add_l2_penalty,
     dropout_backward,
@@ -69,15 +73,18 @@ from nnjax.regularization import (
     l2_regularization,
     l2_regularization_gradient,
 )
+from nnjax.sequential import Residual, Sequential
 
 __version__ = "0.1.0"
 
 SUBMODULES = (
     "activations",
+    "architecture",
     "checkpoints",
     "checks",
     "cli",
     "compilation_cache",
+    "convolution",
     "datasets",
     "diagnostics",
     "distributed",
@@ -92,8 +99,10 @@ SUBMODULES = (
     "metrics",
     "model",
     "network",
+    "normalization",
     "optimizers",
     "plotting",
+    "pooling",
     "program",
     "regularization",
     "runs",
@@ -124,9 +133,23 @@ __all__ = [
     "OPTIMIZERS",
     "OUTPUT_LOSSES",
     "SUBMODULES",
+    "Activation",
     "AdamState",
+    "AvgPool1D",
+    "AvgPool2D",
+    "BatchNorm",
+    "Conv1D",
+    "Conv2D",
+    "Dense",
     "DenseNetwork",
+    "Dropout",
+    "Flatten",
+    "LayerNorm",
+    "MaxPool1D",
+    "MaxPool2D",
     "MomentumState",
+    "Residual",
+    "Sequential",
     "SgdState",
     "__version__",
     "adam",

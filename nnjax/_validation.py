@@ -476,3 +476,39 @@ def check_layer_init(W: Any, b: Any, n_in: int, n_out: int, dtype: Any, layer: i
                 f"{jnp.result_type(array)} for layer {layer}; expected {shape} {layout} and "
                 f"{jnp.dtype(dtype)}"
             )
+
+
+def check_positive_int_tuple(name: str, value: Any, length: int) -> tuple[int, ...]:
+    """Returns ``value`` as a tuple of ``length`` Python ints >= 1; a single integer is repeated.
+
+    Raises ValueError for a sequence of another length or any entry that is not an integer >= 1
+    (see :func:`check_positive_int`).
+    """
+    items = tuple(value) if isinstance(value, tuple | list) else (value,) * length
+    if len(items) != length:
+        raise ValueError(f"{name} must be an integer or {length} integers, got {value!r}")
+    return tuple(check_positive_int(name, item) for item in items)
+
+
+def check_features_last(layer: str, x: Any, features: int, axes: tuple[int, ...]) -> jax.Array:
+    """``x`` as a float array ``(batch, ..., features)``, 2+ values on ``axes`` if any, or ValueError."""
+    x = check_float_array("x", x)
+    if x.ndim < 2 or x.shape[-1] != features:
+        raise ValueError(f"{layer} takes x of shape (batch, ..., {features}), got shape {x.shape}")
+    if axes and math.prod(x.shape[a] for a in axes) < 2:
+        raise ValueError(f"{layer} needs 2 or more values to normalize over, got x of {x.shape}")
+    return x
+
+
+def check_float32_values(name: str, values: Any) -> np.ndarray:
+    """Returns finite real ``values`` as a float32 NumPy array.
+
+    Raises ValueError if one is too large for float32, where it would become inf.
+    """
+    values = np.asarray(values)
+    with np.errstate(over="ignore"):
+        cast = values.astype(np.float32)
+    if not np.isfinite(cast).all():
+        largest = float(np.max(np.abs(values)))
+        raise ValueError(f"{name} holds values up to {largest:g}, beyond float32's largest")
+    return cast

@@ -7,7 +7,7 @@ with a cotangent :math:`u` shaped like the output,
 ``gradcheck.check_vjp``, which compares it with reverse mode (``jax.vjp``), forward mode
 (``jax.jvp``) and central finite differences in float64. The cotangent is random and non-uniform:
 with :math:`u = \mathbf{1}` a batch normalization's backward that drops the gradient through the
-batch mean would pass, since its outputs sum to a constant.
+batch variance would pass, since its outputs sum to a constant.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def check_layer(
         for the whole check) and the check.
       batch: the batch size of ``x``.
       train: checks the training behaviour (batch statistics, dropout) when True.
-      **check_kwargs: passed on to ``gradcheck.check_gradient``.
+      **check_kwargs: passed on to ``gradcheck.check_vjp`` (a ``cotangent``, tolerances...).
 
     Returns:
       The report, with leaves ``x`` and ``params/...``, in float64.
