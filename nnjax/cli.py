@@ -1,11 +1,12 @@
 """The ``nnjax`` command line: ``train``, ``plot`` and ``check``.
 
-``nnjax train`` trains a network on a dataset and writes a run folder: ``metrics.json``
-(configuration, per-epoch history, test metrics, timings, versions), ``checkpoint.npz``, and the
-plots (``history.png``, ``activations.png``, ``confusion_matrix.png`` and, for 2-D data,
-``decision_boundary.png``). ``nnjax plot RUN`` redraws the plots from a run folder.
-``nnjax check`` proves every hand-written derivative (see ``nnjax.checks``). The runs themselves
-are ``nnjax.runs``; this module parses the options and reports.
+``nnjax train`` trains a network on a dataset (or a data file, ``--data``) and writes a run
+folder: ``metrics.json`` (configuration, per-epoch history, test metrics, timings, versions),
+``checkpoint.npz``, and the plots (``history.png``, ``activations.png``, ``confusion_matrix.png``
+and, for 2-D data, ``decision_boundary.png``; for regression, ``predicted_vs_true.png``).
+``nnjax plot RUN`` redraws the plots from a run folder. ``nnjax check`` proves every hand-written
+derivative (see ``nnjax.checks``). The runs themselves are ``nnjax.runs``; this module parses the
+options and reports.
 
 Exit codes: 0 success, 1 training diverged or a check failed, 2 bad command-line options.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import os
 import signal
 import sys
@@ -24,17 +24,27 @@ from typing import Any, NoReturn
 
 import nnjax
 from nnjax import (
-    _validation,
     activations,
     checks,
     compilation_cache,
+    datafiles,
     datasets,
     diagnostics,
     distributed,
     folders,
     initializers,
+    run_data,
     runs,
     steps,
+)
+from nnjax.option_types import (
+    NONNEGATIVE_INT,
+    POSITIVE_INT,
+    SEED,
+    devices,
+    float_type,
+    hidden_sizes,
+    option_type,
 )
 
 __all__ = ["main"]
@@ -45,6 +55,7 @@ EXAMPLES = """examples:
   nnjax train --dataset xor --hidden 4 --activation sigmoid --loss binary_cross_entropy \\
       --optimizer momentum --lr 2 --epochs 2000 --batch-size 4
   nnjax train --dataset breast_cancer --loss binary_cross_entropy --grad autodiff
+  nnjax train --data houses.csv --label-column price --loss mse   # regression on your data
 """
 
 
@@ -53,84 +64,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _option_type(
-    parse: Callable[[str], Any], expected: str, *validators: Callable[[str, Any], Any]
-) -> Callable[[str], Any]:
-    """An argparse ``type``: ``parse`` the text, then call each ``validator(text, value)``.
-
-    Args:
-      parse: text to value, raising ValueError (reported as ``expected {expected}, got TEXT``).
-      expected: what the option takes, e.g. ``"a positive integer"``.
-      *validators: checks of ``nnjax._validation``; their ValueError is the option's error.
-
-    Returns:
-      The type function, which raises ``argparse.ArgumentTypeError``.
-    """
-
-    def option_type(text: str) -> Any:
-        try:
-            value = parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        try:
-            for validate in validators:
-                validate(text, value)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-        return value
-
-    return option_type
-
-
-def _float_type(
-    low: float,
-    high: float | None = None,
-    *,
-    low_inclusive: bool = True,
-    high_inclusive: bool = False,
-) -> Callable[[str], float]:
-    """A float option in the range ``_validation.check_in_range`` takes, representable in float32.
-
-    Training would round it to 0 or inf otherwise.
-    """
-    in_range = functools.partial(
-        _validation.check_in_range,
-        low=low,
-        high=high,
-        low_inclusive=low_inclusive,
-        high_inclusive=high_inclusive,
-    )
-    return _option_type(float, "a number", in_range, _validation.check_float32)
-
-
-_POSITIVE_INT = _option_type(int, "a positive integer", _validation.check_positive_int)
-_NONNEGATIVE_INT = _option_type(
-    int, "an integer >= 0", functools.partial(_validation.check_int, minimum=0)
-)
-_SEED = _option_type(int, "an integer >= 0", _validation.check_seed)
-
-
-def _devices(text: str) -> int | str:
-    return "all" if text == "all" else _POSITIVE_INT(text)
-
-
-def _hidden_sizes(text: str) -> list[int]:
-    if text.strip() in ("", "none"):
-        return []
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated layer sizes like 64,64, got {text!r}"
-        ) from None
-    try:
-        return [_validation.check_positive_int("hidden size", n) for n in sizes]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"every hidden size must be positive, got {text!r}"
-        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,44 +77,71 @@ _HYPERPARAMETERS = (
     (
         ("--lr", "--learning-rate"),
         "learning_rate",
-        _float_type(0.0, low_inclusive=False),
+        float_type(0.0, low_inclusive=False),
         f"learning rate > 0 (default: {_LEARNING_RATES})",
     ),
-    (("--beta",), "beta", _float_type(0.0, 1.0), "momentum decay"),
-    (("--beta1",), "beta1", _float_type(0.0, 1.0), "Adam beta1"),
-    (("--beta2",), "beta2", _float_type(0.0, 1.0), "Adam beta2"),
-    (("--epsilon",), "epsilon", _float_type(0.0, low_inclusive=False), "Adam epsilon"),
-    (("--l2",), "l2", _float_type(0.0), "L2 strength"),
+    (("--beta",), "beta", float_type(0.0, 1.0), "momentum decay"),
+    (("--beta1",), "beta1", float_type(0.0, 1.0), "Adam beta1"),
+    (("--beta2",), "beta2", float_type(0.0, 1.0), "Adam beta2"),
+    (("--epsilon",), "epsilon", float_type(0.0, low_inclusive=False), "Adam epsilon"),
+    (("--l2",), "l2", float_type(0.0), "L2 strength"),
     (
         ("--dropout", "--dropout-rate"),
         "dropout",
-        _float_type(0.0, 1.0),
+        float_type(0.0, 1.0),
         "dropout rate on hidden layers, in [0, 1) (default: 0)",
     ),
-    (("--epochs",), "epochs", _POSITIVE_INT, "default: %(default)s"),
-    (("--batch-size",), "batch_size", _POSITIVE_INT, "default: %(default)s"),
-    (("--seed",), "seed", _SEED, "seed of every random choice, 0 .. 2**32-1 (default: 0)"),
+    (("--epochs",), "epochs", POSITIVE_INT, "default: %(default)s"),
+    (("--batch-size",), "batch_size", POSITIVE_INT, "default: %(default)s"),
+    (("--seed",), "seed", SEED, "seed of every random choice, 0 .. 2**32-1 (default: 0)"),
 )
+
+
+_SIZES = ", ".join(f"{n} for {name}" for name, n in datasets.SYNTHETIC_DATASETS.items())
+
+
+def _add_data_options(group: Any) -> None:
+    add = group.add_mutually_exclusive_group().add_argument
+    add(
+        "--dataset",
+        choices=datasets.DATASETS,
+        default=runs.DEFAULT_CONFIG["dataset"],
+        help="a built-in dataset (default: %(default)s)",
+    )
+    add(
+        "--data",
+        metavar="FILE",
+        help="your own data instead, split and standardized as a dataset's: a .npz file with "
+        "arrays x (samples, features) and y (samples,), or a .csv file with a header row "
+        f"(at most {datafiles.MAX_BYTES >> 20} MiB; default: none)",
+    )
+    group.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="the --data .csv column of the labels, or of the targets with --loss mse "
+        "(default: the last column)",
+    )
+    group.add_argument(
+        "--n-samples",
+        type=POSITIVE_INT,
+        metavar="N",
+        help=f"the number of points of a synthetic dataset (default: {_SIZES})",
+    )
 
 
 def _add_model_options(group: Any) -> None:
     default = runs.DEFAULT_CONFIG
     add = group.add_argument
-    add(
-        "--dataset",
-        choices=datasets.DATASETS,
-        default=default["dataset"],
-        help="default: %(default)s",
-    )
+    _add_data_options(group)
     add(
         "--test-fraction",
-        type=_float_type(0.0, 1.0, low_inclusive=False),
+        type=float_type(0.0, 1.0, low_inclusive=False),
         default=default["test_fraction"],
         help="fraction of the data held out for testing (default: %(default)s)",
     )
     add(
         "--hidden",
-        type=_hidden_sizes,
+        type=hidden_sizes,
         default=default["hidden"],
         metavar="SIZES",
         help="hidden layer sizes, comma-separated (default: "
@@ -195,10 +155,11 @@ def _add_model_options(group: Any) -> None:
     )
     add(
         "--loss",
-        choices=runs.CLASSIFICATION_LOSSES,
+        choices=runs.LOSSES,
         default=default["loss"],
-        help="output and loss: softmax + cross-entropy, or sigmoid + binary cross-entropy "
-        "from logits for two-class data (default: %(default)s)",
+        help="output and loss: softmax + cross-entropy, sigmoid + binary cross-entropy "
+        "from logits for two-class data, or identity + mean squared error for regression on "
+        "the --data targets, standardized (default: %(default)s)",
     )
     add(
         "--init",
@@ -217,8 +178,8 @@ def _add_training_options(group: Any) -> None:
         help="momentum is the spec's damped form; classical_momentum and nesterov are the "
         "heavy-ball forms (default: %(default)s)",
     )
-    for flags, key, option_type, help_text in _HYPERPARAMETERS:
-        group.add_argument(*flags, dest=key, type=option_type, default=default[key], help=help_text)
+    for flags, key, parse, help_text in _HYPERPARAMETERS:
+        group.add_argument(*flags, dest=key, type=parse, default=default[key], help=help_text)
     group.add_argument(
         "--grad",
         choices=steps.GRADIENT_SOURCES,
@@ -227,7 +188,7 @@ def _add_training_options(group: Any) -> None:
     )
     group.add_argument(
         "--diagnostics",
-        type=_NONNEGATIVE_INT,
+        type=NONNEGATIVE_INT,
         default=default["diagnostics"],
         metavar="EVERY",
         help="record activation statistics, dead and saturated units, per-layer gradient norms "
@@ -240,7 +201,7 @@ def _add_parallel_options(group: Any) -> None:
     add = group.add_argument
     add(
         "--devices",
-        type=_devices,
+        type=devices,
         metavar="N|all",
         help="data-parallel training over N local devices (or all): each minibatch is split "
         "over them, parameters replicated; --batch-size must divide by N (default: one device)",
@@ -255,13 +216,13 @@ def _add_parallel_options(group: Any) -> None:
     )
     add(
         "--num-processes",
-        type=_POSITIVE_INT,
+        type=POSITIVE_INT,
         metavar="P",
         help="processes in the run (default: $JAX_NUM_PROCESSES)",
     )
     add(
         "--process-id",
-        type=_NONNEGATIVE_INT,
+        type=NONNEGATIVE_INT,
         metavar="I",
         help="this process's index, 0 .. P-1 (default: $JAX_PROCESS_ID)",
     )
@@ -302,7 +263,7 @@ def _add_train(commands: Any, error: Callable[[str], NoReturn]) -> None:
     )
     output.add_argument(
         "--checkpoint-every",
-        type=_option_type(folders.parse_interval, "a number of epochs (10) or of seconds (30s)"),
+        type=option_type(folders.parse_interval, "a number of epochs (10) or of seconds (30s)"),
         default=folders.parse_interval("30s"),
         metavar="N|Ts",
         help="save the checkpoint every N epochs or every T seconds, e.g. 10 or 30s (default: "
@@ -312,7 +273,12 @@ def _add_train(commands: Any, error: Callable[[str], NoReturn]) -> None:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Examples as written, and every option's default in its help."""
+    """Examples as written, and every option's default in its help, once."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help and "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _subcommand(
@@ -386,7 +352,7 @@ def _prepare(args: argparse.Namespace, config: dict[str, Any], folder: Path) -> 
 
 def _train(args: argparse.Namespace) -> int:
     config = runs.make_config(**{key: getattr(args, key) for key in runs.DEFAULT_CONFIG})
-    folder = args.output or folders.default_folder(config["dataset"], resume=args.resume)
+    folder = args.output or folders.default_folder(run_data.name(config), resume=args.resume)
     created = not folder.exists()
     with contextlib.ExitStack() as stack:
         try:
@@ -439,6 +405,9 @@ def _train_prepared(
     return _report(trained, written, folder)
 
 
+_SCORES = (("accuracy", "accuracy"), ("r2", "R^2"), ("loss", "loss"))
+
+
 def _report(trained: runs.Trained, written: folders.Written, folder: Path) -> int:
     result, config, test = trained.result, written.metrics["config"], written.metrics["test"]
     if trained.interrupted is not None:
@@ -462,9 +431,9 @@ def _report(trained: runs.Trained, written: folders.Written, folder: Path) -> in
         return 1
     for warning in diagnostics.diagnose(trained.history):
         print(f"warning: {warning}")
+    scores = ", ".join(f"test {name} {test[key]:.4f}" for key, name in _SCORES if key in test)
     print(
-        f"{config['dataset']}: test accuracy {test['accuracy']:.4f}, "
-        f"test loss {test['loss']:.4f} after {trained.epoch} epochs\n"
+        f"{run_data.name(config)}: {scores} after {trained.epoch} epochs\n"
         f"wall time {trained.wall_seconds:.1f} s (compile {result.compile_seconds:.1f} s), "
         f"{result.steps_per_second:,.0f} steps/s, gradients: {config['grad']}\n"
         f"wrote {written.metrics_json}, {written.checkpoint}, "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import math
 import pathlib
 from typing import NamedTuple
@@ -31,6 +32,7 @@ from nnjax.synthetic import make_circles, make_moons, make_spirals, make_xor
 
 __all__ = [
     "DATASETS",
+    "SYNTHETIC_DATASETS",
     "Dataset",
     "load_breast_cancer",
     "load_dataset",
@@ -64,12 +66,22 @@ _SYNTHETIC = {
 }
 """The generators whose size ``load_dataset(..., n_samples=...)`` chooses."""
 
+SYNTHETIC_DATASETS: dict[str, int] = {
+    name: inspect.signature(make).parameters["n_samples"].default
+    for name, make in _SYNTHETIC.items()
+}
+"""The synthetic datasets, whose size ``load_dataset`` takes as ``n_samples``, and their default
+sizes."""
+
 
 class Dataset(NamedTuple):
     """A dataset split into training and test parts, ready for a classifier.
 
+    Regression data (``nnjax.run_data``) holds float32 targets ``(n, 1)`` in place of the labels,
+    and ``num_classes`` 0.
+
     Attributes:
-      name: the dataset's name, one of :data:`DATASETS`.
+      name: the dataset's name, one of :data:`DATASETS` (or a data file's).
       x_train: training inputs, float32 of shape ``(n_train, n_features)``.
       y_train: training labels, int32 of shape ``(n_train,)`` in ``[0, num_classes)``.
       x_test: test inputs, float32 of shape ``(n_test, n_features)``.

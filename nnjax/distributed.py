@@ -25,13 +25,22 @@ multi-host run for testing. GPU and TPU use their own collectives (NCCL, ICI).
 Data parallelism, in one process or many: ``data_parallel`` builds a one-axis mesh and its
 shardings (``DataParallel``), and ``place`` puts a run's state (replicated) and data (replicated,
 or split by rows across processes) on it; ``training.train(..., devices=N)`` uses both.
+
+A process that dies ends the others, each with one line on stderr and exit status 1: a call
+that needs every process (``collective``: each compiled call of ``training.train`` and the
+exchanges between them) that fails, or waits more than ``initialize``'s ``heartbeat_timeout``,
+ends its process at once. Nothing ends it between two calls, where process 0 writes its
+checkpoints, so the last one stands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
 import threading
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
@@ -40,7 +49,7 @@ from jax.experimental import multihost_utils
 
 from nnjax import _validation
 
-__all__ = ["DataParallel", "data_parallel", "initialize", "place", "process_rows"]
+__all__ = ["DataParallel", "collective", "data_parallel", "initialize", "place", "process_rows"]
 
 
 def _env_int(name: str) -> int | None:
@@ -59,7 +68,7 @@ def initialize(
     process_id: int | None = None,
     *,
     initialization_timeout: int = 60,
-    heartbeat_timeout: int = 100,
+    heartbeat_timeout: int | None = None,
 ) -> None:
     """Joins this process to a multi-process run (``jax.distributed.initialize``).
 
@@ -76,8 +85,12 @@ def initialize(
       initialization_timeout: seconds to wait for all ``P`` processes to connect. Past it, the
         process writes one line to stderr naming the coordinator and exits with status 1 (where
         JAX alone would abort with a stack dump).
-      heartbeat_timeout: seconds without a sign of life after which JAX declares a process dead
-        and ends the others (JAX's default, 100).
+      heartbeat_timeout: seconds a call that needs every process (``collective``) may wait for
+        the others. Past it, or when such a call fails (a process died), the process writes one
+        line to stderr naming the processes it lost and exits with status 1. It must exceed the
+        longest any process spends between two such calls (its callback, a checkpoint write)
+        and the longest compiled call. Default ``$NNJAX_HEARTBEAT_TIMEOUT``, else 100. JAX's
+        own heartbeat, which would end the process with a stack dump, is set well beyond it.
 
     Raises:
       ValueError: for a malformed argument or environment variable: an address that is not
@@ -90,7 +103,7 @@ def initialize(
     if coordinator_address is not None:
         _validation.check_host_port(name, coordinator_address)
     timeout = _validation.check_positive_int("initialization_timeout", initialization_timeout)
-    heartbeat = _validation.check_positive_int("heartbeat_timeout", heartbeat_timeout)
+    heartbeat = _heartbeat_timeout(heartbeat_timeout)
     if num_processes is None:
         num_processes = _env_int("JAX_NUM_PROCESSES")
     if process_id is None:
@@ -107,14 +120,25 @@ def initialize(
             num_processes=num_processes,
             process_id=process_id,
             initialization_timeout=timeout + _JAX_TIMEOUT_MARGIN_S,
-            heartbeat_timeout_seconds=heartbeat,
+            # JAX may declare a process dead after half its timeout.
+            heartbeat_timeout_seconds=2 * heartbeat + _JAX_TIMEOUT_MARGIN_S,
         )
     finally:
         watchdog.cancel()
+    _collective_timeout["seconds"] = heartbeat
 
 
 _JAX_TIMEOUT_MARGIN_S = 30
 """JAX's own connection timeout is this much later than ``initialize``'s, which ends first."""
+
+_collective_timeout: dict[str, int | None] = {"seconds": None}  # set by initialize
+
+
+def _heartbeat_timeout(value: int | None) -> int:
+    name = "heartbeat_timeout"
+    if value is None:
+        name, value = "NNJAX_HEARTBEAT_TIMEOUT", _env_int("NNJAX_HEARTBEAT_TIMEOUT")
+    return 100 if value is None else _validation.check_positive_int(name, value)
 
 
 def _connection_timed_out(coordinator_address: str | None, timeout: int) -> None:
@@ -125,6 +149,72 @@ def _connection_timed_out(coordinator_address: str | None, timeout: int) -> None
     )
     sys.stderr.flush()
     os._exit(1)  # the main thread is blocked inside JAX's connection call
+
+
+@contextlib.contextmanager
+def collective() -> Iterator[None]:
+    """Runs a call that every process of a multi-process run takes part in, or ends the process.
+
+    When the call fails (a ``jax.errors.JaxRuntimeError``, or a ValueError with the runtime's
+    status, e.g. ``UNKNOWN: ...``: a process died, its connections closed) or has not returned
+    after ``initialize``'s ``heartbeat_timeout`` (a process stopped or unreachable), the process
+    writes one line to stderr, naming the processes it waited for and what to do, and exits with
+    status 1 at once (``os._exit``: no other call of the run can complete). It never exits once
+    the call has returned, so a checkpoint written between two calls is written in full. Outside
+    a multi-process run joined by ``initialize``, it does nothing.
+
+    Yields:
+      None, once the watch is set.
+    """
+    seconds = _collective_timeout["seconds"]
+    if seconds is None or jax.process_count() == 1:
+        yield
+        return
+    lock, waiting = threading.Lock(), [True]
+
+    def expire() -> None:
+        with lock:
+            if waiting[0]:
+                _end_run(
+                    f"waited {seconds} s in vain for {_peers()} (stopped, hung or unreachable)"
+                )
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except (jax.errors.JaxRuntimeError, ValueError) as error:
+        reason = str(error).strip()
+        if isinstance(error, ValueError) and not _STATUS.match(reason):
+            raise  # the caller's error, not the runtime's
+        _end_run(f"lost contact with {_peers()} ({reason.splitlines()[0]})")
+    finally:
+        with lock:
+            waiting[0] = False
+        timer.cancel()
+
+
+_STATUS = re.compile(r"[A-Z]+(_[A-Z]+)*: ")
+"""How the runtime's errors begin (``UNKNOWN: ...``); a failed execution raises some as ValueError."""
+
+
+def _peers() -> str:
+    others = [str(i) for i in range(jax.process_count()) if i != jax.process_index()]
+    return f"process {others[0]}" if len(others) == 1 else f"one of processes {', '.join(others)}"
+
+
+_ending = threading.Lock()  # held by the thread that ends the process: one line, once
+
+
+def _end_run(problem: str) -> None:
+    _ending.acquire()
+    sys.stderr.write(
+        f"nnjax: error: process {jax.process_index()} of {jax.process_count()} {problem}; "
+        "restart all the processes (nnjax train --resume continues from the last checkpoint)\n"
+    )
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def process_rows(n: int) -> slice:
@@ -226,9 +316,10 @@ def place(
         return jax.device_put((state, data), layout.replicated)
     # device_put checks that every process passes the same state; it takes arrays, not keys.
     *arrays, key = state
-    *arrays, key_data = jax.device_put((*arrays, jax.random.key_data(key)), layout.replicated)
+    with collective():
+        *arrays, key_data = jax.device_put((*arrays, jax.random.key_data(key)), layout.replicated)
+        rows = np.asarray(multihost_utils.process_allgather(np.array([len(a) for a in data[::2]])))
     state = (*arrays, jax.random.wrap_key_data(key_data, impl=jax.random.key_impl(key)))
-    rows = np.asarray(multihost_utils.process_allgather(np.array([len(a) for a in data[::2]])))
     local = jax.local_device_count()
     names = ("x", "validation x") if with_validation else ("x",)
     for name, counts in zip(names, rows.T, strict=False):

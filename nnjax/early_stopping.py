@@ -57,6 +57,7 @@ class StopState(NamedTuple):
       stopped: whether training has stopped.
       params: the parameters of ``best_epoch``.
       opt_state: the optimizer state that goes with them.
+      model_state: the model's state that goes with them (``()`` for a model without).
     """
 
     best: jax.Array
@@ -64,6 +65,7 @@ class StopState(NamedTuple):
     stopped: jax.Array
     params: Any
     opt_state: Any
+    model_state: Any = ()
 
 
 def checked_rule(rule: Any, available: tuple[str, ...], eval_every: int) -> EarlyStopping:
@@ -79,18 +81,26 @@ def checked_rule(rule: Any, available: tuple[str, ...], eval_every: int) -> Earl
     return EarlyStopping(rule.metric, patience, mode, float(rule.min_delta))
 
 
-def initial_state(params: Any, opt_state: Any, epoch: int, dtype: Any) -> StopState:
+def initial_state(
+    params: Any, opt_state: Any, epoch: int, dtype: Any, model_state: Any = ()
+) -> StopState:
     """The state before any evaluation, at ``epoch`` epochs completed; copies the arrays."""
     return StopState(
         jnp.full((), jnp.inf, dtype),
         jnp.asarray(epoch, jnp.int32),
         jnp.array(False),
-        *jax.tree.map(jnp.array, (params, opt_state)),
+        *jax.tree.map(jnp.array, (params, opt_state, model_state)),
     )
 
 
 def starting_state(
-    rule: EarlyStopping | None, state: StopState | None, params, opt_state, epoch: int, dtype
+    rule: EarlyStopping | None,
+    state: StopState | None,
+    params,
+    opt_state,
+    epoch: int,
+    dtype,
+    model_state: Any = (),
 ) -> StopState | None:
     """The state a run starts from: ``state`` (resuming; copied), or a fresh one at ``epoch``.
 
@@ -101,13 +111,13 @@ def starting_state(
             raise ValueError("early_stopping_state is given without early_stopping")
         return None
     if state is None:
-        return initial_state(params, opt_state, epoch, dtype)
+        return initial_state(params, opt_state, epoch, dtype, model_state)
     _validation.check_instance("early_stopping_state", state, StopState)
     return StopState(
         jnp.asarray(state.best, dtype),
         jnp.asarray(state.best_epoch, jnp.int32),
         jnp.asarray(state.stopped, bool),
-        *jax.tree.map(jnp.array, (state.params, state.opt_state)),
+        *jax.tree.map(jnp.array, (state.params, state.opt_state, state.model_state)),
     )
 
 
@@ -119,11 +129,16 @@ def update(
     evaluated: jax.Array,
     params: Any,
     opt_state: Any,
+    model_state: Any = (),
 ) -> StopState:
     """The state after an epoch: ``value`` counts only where ``evaluated``; NaN never improves."""
     score = value if rule.mode == "min" else -value
     improved = evaluated & (score < state.best - rule.min_delta)
     best_epoch = jnp.where(improved, epochs_done, state.best_epoch)
     stopped = state.stopped | (evaluated & (epochs_done - best_epoch >= rule.patience))
-    kept = optax.tree.where(improved, (params, opt_state), (state.params, state.opt_state))
+    kept = optax.tree.where(
+        improved,
+        (params, opt_state, model_state),
+        (state.params, state.opt_state, state.model_state),
+    )
     return StopState(jnp.where(improved, score, state.best), best_epoch, stopped, *kept)

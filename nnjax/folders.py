@@ -36,9 +36,9 @@ from typing import Any, NamedTuple
 import filelock
 import jax
 
-from nnjax import _validation, checkpoints, metrics, runs, training
+from nnjax import _validation, checkpoints, metrics, run_data, runs, training
 from nnjax.files import write_json
-from nnjax.metrics import HISTORY_KEYS
+from nnjax.metrics import DERIVED_KEYS, HISTORY_KEYS
 
 __all__ = [
     "CHECKPOINT",
@@ -76,6 +76,7 @@ PLOTS = (
     "gradient_norms.png",
     "activation_std.png",
     "decision_boundary.png",
+    "predicted_vs_true.png",
 )
 _LOCK, _OWNER = ".nnjax.lock", ".nnjax.owner"
 WRITTEN = (CHECKPOINT, LEGACY_CHECKPOINT, METRICS, *PLOTS, _LOCK, _OWNER)
@@ -241,8 +242,8 @@ def read_metrics(folder: Path) -> dict[str, Any] | None:
 def check_history(history: Any, epoch: int, source: str) -> dict[str, list[float]]:
     """``history`` as per-epoch lists of floats (null read as NaN), checked against ``epoch``.
 
-    Each ``metrics.HISTORY_KEYS`` series present has one value per epoch; every diagnostics
-    series has one value per entry of ``diagnostics_epoch``.
+    Each ``metrics.HISTORY_KEYS`` and ``metrics.DERIVED_KEYS`` series present has one value per
+    epoch; every diagnostics series has one value per entry of ``diagnostics_epoch``.
 
     Raises:
       ValueError: naming ``source`` and what is wrong.
@@ -259,7 +260,7 @@ def check_history(history: Any, epoch: int, source: str) -> dict[str, list[float
         checked[name] = [math.nan if v is None else float(v) for v in series]
     recorded = len(checked.get("diagnostics_epoch", []))
     for name, series in checked.items():
-        expected = epoch if name in HISTORY_KEYS else recorded
+        expected = epoch if name in (*HISTORY_KEYS, *DERIVED_KEYS) else recorded
         if len(series) != expected:
             raise ValueError(
                 f"{source}: history entry {name!r} has {len(series)} values, expected {expected}"
@@ -360,11 +361,12 @@ def resume(run: runs.Run, folder: Path) -> runs.Start:
     difference is recorded in ``Start.changes``.
 
     Raises:
-      ValueError: if there is no checkpoint, it is damaged, another option differs, or it is at
-        ``epochs`` already.
+      ValueError: if there is no checkpoint, it is damaged, another option differs (or the data
+        file's content), or it is at ``epochs`` already.
     """
     try:
         path, config, epoch, history = _read(Path(folder))
+        run_data.check_unchanged(config, run.config)
         changes = _config_changes(run.config, config, epoch)
         earlier = config.get("changes", [])
         if not isinstance(earlier, list):
@@ -426,7 +428,7 @@ def _test_metrics(run: runs.Run, params: Any) -> dict[str, float]:
     test_loss, test_accuracy = jax.device_get(
         _evaluate(params, run.data.x_test, targets, run.model)
     )
-    return {"loss": float(test_loss), "accuracy": float(test_accuracy)}
+    return metrics.test_metrics(float(test_loss), float(test_accuracy), run.model.loss, targets)
 
 
 def write_run_folder(
@@ -463,17 +465,19 @@ def load_run_folder(folder: Path) -> tuple[runs.Run, Any, dict[str, list[float]]
     """The run of a folder nnjax wrote: the run, its saved parameters, history and epoch.
 
     Raises:
-      ValueError: naming the folder and what is wrong, if anything in it cannot be read.
+      ValueError: naming the folder and what is wrong, if anything in it cannot be read, or if
+        its data file changed since.
     """
     folder = Path(folder)
     if not holds_run(folder):
         raise ValueError(f"{folder} is not a run folder: no checkpoint or {METRICS}")
     try:
         path, config, epoch, history = _read(folder)
-        run = runs.Run(runs.make_config(**{k: config[k] for k in runs.DEFAULT_CONFIG}))
+        run = runs.Run(runs.saved_config(config))
         saved = run.load_checkpoint(path)
     except (OSError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"cannot read the run folder {folder}: {error}") from None
+    run_data.check_unchanged(config, run.config)
     return run, saved.params, history, epoch
 
 

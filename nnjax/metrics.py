@@ -3,11 +3,13 @@
 The targets are in the format a loss needs; the history series are per-epoch.
 
 ``HISTORY_KEYS`` is the one list of history names: ``train`` records them, ``plot_history`` draws
-them, run folders store them.
+them, run folders store them. ``DERIVED_KEYS`` are computed from them after training (R² from the
+validation MSE), drawn and stored as well.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -20,12 +22,16 @@ from nnjax.network import DenseNetwork
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DERIVED_KEYS",
     "HISTORY_KEYS",
     "accuracy",
     "evaluate",
     "has_accuracy",
     "history_keys",
     "prepare_targets",
+    "r_squared",
+    "test_metrics",
+    "with_r_squared",
 ]
 
 DEFAULT_MODEL = DenseNetwork()
@@ -34,6 +40,11 @@ DEFAULT_MODEL = DenseNetwork()
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 """The per-epoch series of a training history: loss and accuracy on the training set, then on
 the validation set."""
+
+
+DERIVED_KEYS = ("val_r2",)
+"""The per-epoch series computed from ``HISTORY_KEYS`` after training: ``val_r2``, the validation
+R² of a regression (``with_r_squared``)."""
 
 
 def history_keys(loss: str, with_validation: bool) -> tuple[str, ...]:
@@ -89,7 +100,7 @@ def accuracy(output: jax.Array, y: jax.Array, loss: str) -> jax.Array:
 
 
 def evaluate(
-    params: Any, x: jax.Array, y: jax.Array, model: Model = DEFAULT_MODEL
+    params: Any, x: jax.Array, y: jax.Array, model: Model = DEFAULT_MODEL, *, state: Any = ()
 ) -> tuple[jax.Array, jax.Array]:
     """Loss and accuracy of ``model`` on ``(x, y)`` in evaluation mode (no dropout, no L2).
 
@@ -99,6 +110,7 @@ def evaluate(
       y: targets in the format ``model.loss`` needs (see ``prepare_targets``).
       model: the architecture (``nnjax.model.Model``); default a ReLU ``DenseNetwork`` ending in
         softmax cross-entropy.
+      state: the model's state (batch normalization's running statistics), ``()`` if none.
 
     Returns:
       ``(loss, accuracy)`` as scalars; the accuracy is NaN for ``loss="mse"``.
@@ -108,7 +120,63 @@ def evaluate(
     """
     _validation.check_nonempty("x", x)
     _validation.check_nonempty("y", y)
-    output, cache = model.forward(params, x)
+    output, cache = model.forward(params, x, state=state)
     value = model.data_loss(params, y, cache)
     acc = accuracy(output, y, model.loss) if has_accuracy(model.loss) else jnp.full((), jnp.nan)
     return value, acc.astype(value.dtype)
+
+
+def r_squared(mse: Any, targets: Any) -> Any:
+    r"""The coefficient of determination of predictions whose mean squared error is ``mse``.
+
+    :math:`R^2 = 1 - \frac{\sum_i (y_i - \hat{y}_i)^2}{\sum_i (y_i - \bar{y})^2}
+    = 1 - \mathrm{MSE} / \mathrm{Var}(y)`, the variance over the samples (per output column,
+    then averaged). 1 is exact, 0 no better than predicting the mean.
+
+    Args:
+      mse: the mean squared error of the predictions of ``targets``; or a list of them.
+      targets: the true targets ``y``, ``(n,)`` or ``(n, outputs)``.
+
+    Returns:
+      :math:`R^2` as a float (a list of floats for a list); NaN when the targets do not vary.
+    """
+    variance = float(np.mean(np.var(np.asarray(targets, np.float64), axis=0)))
+    mse = np.asarray(mse, np.float64)
+    r2 = 1.0 - mse / variance if variance > 0 else np.full_like(mse, math.nan)
+    return r2.tolist()
+
+
+def with_r_squared(
+    history: dict[str, list[float]], loss: str, targets: Any
+) -> dict[str, list[float]]:
+    """``history`` with ``val_r2``, the R² of each ``val_loss``, for ``loss="mse"``.
+
+    Args:
+      history: a training history (``HISTORY_KEYS``).
+      loss: the loss it was trained with; other than ``"mse"`` (or without ``val_loss``),
+        ``history`` is returned as it is.
+      targets: the validation targets the ``val_loss`` was measured on.
+
+    Returns:
+      The history, ``val_r2`` (re)computed for a regression.
+    """
+    if loss != "mse" or "val_loss" not in history:
+        return history
+    return {**history, "val_r2": r_squared(history["val_loss"], targets)}
+
+
+def test_metrics(loss_value: float, accuracy_value: float, loss: str, targets: Any) -> dict:
+    """A run's test metrics from ``evaluate``'s loss and accuracy on the test targets.
+
+    Args:
+      loss_value: the test loss (``evaluate``).
+      accuracy_value: the test accuracy (``evaluate``; NaN for ``"mse"``).
+      loss: the loss the run trains with.
+      targets: the test targets.
+
+    Returns:
+      ``{"loss", "accuracy"}`` for a classifier, ``{"loss", "r2"}`` (``r_squared``) for ``"mse"``.
+    """
+    if has_accuracy(loss):
+        return {"loss": loss_value, "accuracy": accuracy_value}
+    return {"loss": loss_value, "r2": r_squared(loss_value, targets)}

@@ -1,7 +1,9 @@
 """The model protocol: what the training loop needs of a model, and nothing more.
 
 The step and epoch builders (``nnjax.steps``), the compiled run (``nnjax.program``), ``train`` and
-``sweep`` see a model only through these methods, all pure functions of their arguments. A model
+``sweep`` see a model only through these methods, all pure functions of their arguments. State a
+model keeps besides its parameters (batch normalization's running statistics) is explicit: it goes
+into ``forward`` and the new state comes out of ``next_state``, never mutated. A model
 object holds the static description of an architecture (names, not arrays), is hashable and
 compares by value, so equal architectures share compiled programs. ``network.DenseNetwork`` is
 the first model: the spec's fully connected network with its hand-written ``backward_pass``.
@@ -31,11 +33,20 @@ class Model(Protocol):
         params: Any,
         x: jax.Array,
         *,
+        state: Any = (),
         dropout_rate: float | jax.Array = 0.0,
         key: jax.Array | None = None,
         train: bool = False,
     ) -> tuple[jax.Array, Any]:
-        """The forward pass: ``(output, cache)``, the cache holding what ``backward`` needs."""
+        """The forward pass: ``(output, cache)``, the cache holding what ``backward`` needs.
+
+        ``state`` is the model's state (batch normalization's running statistics), ``()`` for a
+        model without; the state after this pass is ``next_state(cache)``.
+        """
+        ...
+
+    def next_state(self, cache: Any) -> Any:
+        """The model's state after the forward pass that returned ``cache`` (``()`` if none)."""
         ...
 
     def data_loss(self, params: Any, y: jax.Array, cache: Any) -> jax.Array:

@@ -455,11 +455,14 @@ class DenseNetwork:
         params: Params,
         x: jax.Array,
         *,
+        state: Any = (),
         dropout_rate: float | jax.Array = 0.0,
         key: jax.Array | None = None,
         train: bool = False,
     ) -> tuple[jax.Array, Cache]:
-        """``forward_pass`` with this architecture."""
+        """``forward_pass`` with this architecture; a dense network has no ``state`` (``()``)."""
+        if jax.tree.leaves(state):
+            raise ValueError("a DenseNetwork has no model state: pass state=()")
         return forward_pass(
             params,
             x,
@@ -469,6 +472,10 @@ class DenseNetwork:
             key=key,
             train=train,
         )
+
+    def next_state(self, cache: Cache) -> tuple:
+        """``()``: a dense network keeps no state."""
+        return ()
 
     def data_loss(self, params: Params, y: jax.Array, cache: Cache) -> jax.Array:
         """``cached_loss`` of this network's output/loss pair."""

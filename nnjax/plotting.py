@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 
 from nnjax import _validation, activations
 from nnjax.files import atomic_write
-from nnjax.metrics import HISTORY_KEYS
+from nnjax.metrics import DERIVED_KEYS, HISTORY_KEYS
 
 __all__ = [
     "confusion_matrix",
@@ -136,7 +136,7 @@ def _history_series(history: Mapping[str, Sequence[float]]) -> dict[str, np.ndar
     if "train_loss" not in history:
         raise ValueError(f"history needs a 'train_loss' key, got keys {sorted(history)}")
     series: dict[str, np.ndarray] = {}
-    for key in HISTORY_KEYS:
+    for key in (*HISTORY_KEYS, *DERIVED_KEYS):
         if key not in history:
             continue
         values = np.asarray(history[key], dtype=np.float64)
@@ -152,15 +152,17 @@ def _history_series(history: Mapping[str, Sequence[float]]) -> dict[str, np.ndar
 
 
 def plot_history(history: Mapping[str, Sequence[float]], path: PathLike) -> Path:
-    """Plots loss and accuracy per epoch, training and validation, as two panels.
+    """Plots loss and accuracy (or R²) per epoch, training and validation, as two panels.
 
     The loss panel uses a log-scale y axis when every loss value is positive and finite. The
-    accuracy panel is left out when ``history`` has no accuracy at all (regression). Epochs are
-    numbered from 1. Keys other than the four below are ignored.
+    accuracy panel is left out when ``history`` has no accuracy at all (regression), and a
+    regression's validation R² (``val_r2``) is drawn in its place. Epochs are numbered from 1.
+    Keys other than the five below are ignored.
 
     Args:
       history: a mapping of equal-length lists of floats, one value per epoch: ``train_loss``
-        (required), ``train_accuracy``, ``val_loss`` and ``val_accuracy`` (each optional).
+        (required), ``train_accuracy``, ``val_loss``, ``val_accuracy`` and ``val_r2`` (each
+        optional).
       path: where to write the PNG; parent directories are created.
 
     Returns:
@@ -170,6 +172,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path: PathLike) -> Path
     epochs = np.arange(1, len(series["train_loss"]) + 1)
     has_accuracy = "train_accuracy" in series or "val_accuracy" in series
     panels = [("loss", "Loss")] + ([("accuracy", "Accuracy")] if has_accuracy else [])
+    panels += [("r2", "R²")] if "val_r2" in series else []
 
     fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))

@@ -103,13 +103,14 @@ def _guarded_epoch(config: ProgramConfig) -> Callable:
 
     def guarded(start: steps.EpochState, x, y, hyper, key) -> steps.EpochState:
         state, _ = epoch_fn(start, x, y, hyper, key)
-        ends_finite = steps.all_finite((state.params, state.opt_state))
+        carried = (state.params, state.opt_state, state.model_state)
+        ends_finite = steps.all_finite(carried)
         finite = state.finite & ends_finite
-        params, opt_state = optax.tree.where(
-            finite, (state.params, state.opt_state), (start.params, start.opt_state)
+        params, opt_state, model_state = optax.tree.where(
+            finite, carried, (start.params, start.opt_state, start.model_state)
         )
         bad_step = jnp.where(state.finite & ~ends_finite, config.num_batches - 1, state.bad_step)
-        return steps.EpochState(params, opt_state, finite, bad_step)
+        return steps.EpochState(params, opt_state, finite, bad_step, model_state)
 
     return guarded
 
@@ -137,17 +138,24 @@ def _diagnostics(config: ProgramConfig, state: steps.EpochState, x, y, hyper, ep
     return dict(zip(keys, row, strict=True))
 
 
-def _evaluate_all(model: Model, with_validation: bool, params, x, y, x_val, y_val) -> tuple:
-    """The four metrics of ``EpochMetrics``: training loss and accuracy, then validation's."""
+def _evaluate_all(model: Model, with_validation: bool, state, x, y, x_val, y_val) -> tuple:
+    """The four metrics of ``EpochMetrics``: training loss and accuracy, then validation's.
+
+    ``state`` is the ``steps.EpochState`` evaluated (its parameters and model state).
+    """
     nan = jnp.full((), jnp.nan, x.dtype)
-    train = metrics.evaluate(params, x, y, model)
-    val = metrics.evaluate(params, x_val, y_val, model) if with_validation else (nan, nan)
+
+    def on(inputs, targets):
+        return metrics.evaluate(state.params, inputs, targets, model, state=state.model_state)
+
+    train = on(x, y)
+    val = on(x_val, y_val) if with_validation else (nan, nan)
     return tuple(v.astype(x.dtype) for v in (*train, *val))
 
 
-def _evaluation(config: ProgramConfig, params, x, y, x_val, y_val, epoch):
+def _evaluation(config: ProgramConfig, state, x, y, x_val, y_val, epoch):
     """``(evaluated, row)``: whether ``epoch`` is evaluated, and its four metrics (else NaN)."""
-    args = (config.model, config.with_validation, params, x, y, x_val, y_val)
+    args = (config.model, config.with_validation, state, x, y, x_val, y_val)
     if config.eval_every == 1:
         return jnp.array(True), _evaluate_all(*args)
     skip = (jnp.full((), jnp.nan, x.dtype),) * 4
@@ -165,8 +173,8 @@ def _record(history: EpochMetrics, i: jax.Array, row: EpochMetrics) -> EpochMetr
 def build_program(config: ProgramConfig) -> Callable:
     """The training program for ``config``, not yet compiled (nor vmapped).
 
-    ``run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs, stopper)``
-    trains epochs ``first_epoch .. first_epoch + num_epochs - 1`` (epoch ``e`` with the key
+    ``run(params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs, stopper,
+    model_state)`` trains epochs ``first_epoch .. first_epoch + num_epochs - 1`` (epoch ``e`` with the key
     ``fold_in(key, e)``), stopping early at a non-finite loss or where ``config.early_stopping``
     says so, and returns ``(state, bad_epoch, epochs_done, metrics, stopper)``: the final
     ``steps.EpochState``, the epoch that diverged (or -1), the number of epochs run (the diverged
@@ -177,7 +185,18 @@ def build_program(config: ProgramConfig) -> Callable:
     rule = config.early_stopping
 
     def run(
-        params, opt_state, x, y, x_val, y_val, hyper, key, first_epoch, num_epochs, stopper=None
+        params,
+        opt_state,
+        x,
+        y,
+        x_val,
+        y_val,
+        hyper,
+        key,
+        first_epoch,
+        num_epochs,
+        stopper=None,
+        model_state=(),
     ):
         keys = diagnostics.history_keys(len(params)) if config.diagnostics_every else []
 
@@ -185,7 +204,7 @@ def build_program(config: ProgramConfig) -> Callable:
             i, start, bad_epoch, history, stopper = loop
             epoch = first_epoch + i
             state = guarded(start, x, y, hyper, jax.random.fold_in(key, epoch))
-            evaluated, values = _evaluation(config, state.params, x, y, x_val, y_val, epoch)
+            evaluated, values = _evaluation(config, state, x, y, x_val, y_val, epoch)
             extra = _diagnostics(config, state, x, y, hyper, epoch, keys) if keys else {}
             row = EpochMetrics(*values, extra)
             if rule is not None:
@@ -197,6 +216,7 @@ def build_program(config: ProgramConfig) -> Callable:
                     evaluated & state.finite,
                     state.params,
                     state.opt_state,
+                    state.model_state,
                 )
             bad_epoch = jnp.where(state.finite, bad_epoch, epoch)
             return i + 1, state, bad_epoch, _record(history, i, row), stopper
@@ -208,7 +228,7 @@ def build_program(config: ProgramConfig) -> Callable:
 
         series = jnp.full((config.max_epochs,), jnp.nan, x.dtype)
         history = EpochMetrics(series, series, series, series, dict.fromkeys(keys, series))
-        start = steps.EpochState(params, opt_state, jnp.array(True), int32(-1))
+        start = steps.EpochState(params, opt_state, jnp.array(True), int32(-1), model_state)
         epochs_done, state, bad_epoch, history, stopper = jax.lax.while_loop(
             keep_going, one_epoch, (int32(0), start, int32(-1), history, stopper)
         )

@@ -1,15 +1,16 @@
 """Training runs: a configuration in, a trained run out.
 
-A run is a configuration (``make_config``: dataset, architecture, optimizer and its hyperparameters,
-epochs, seed...) and everything it determines (``Run``: the data, the initial parameters, the random
-keys, the optimizer). ``train`` trains it from scratch or from where a run folder's checkpoint
+A run is a configuration (``make_config``: dataset or data file, architecture, optimizer and its
+hyperparameters, epochs, seed...) and everything it determines (``Run``: the data, the initial
+parameters, the random keys, the optimizer). ``train`` trains it from scratch or from where a run folder's checkpoint
 stopped (``folders.resume``); ``nnjax.folders`` writes and reads the folder::
 
     run = runs.Run(runs.make_config(dataset="xor", hidden=[4], activation="sigmoid", epochs=100))
     trained = runs.train(run)
     folders.write_run_folder(run, trained, folders.prepare(Path("runs/xor")))
 
-A run that cannot start (a loss that does not fit the data) raises a one-line ValueError.
+A run that cannot start (a loss that does not fit the data, a malformed data file) raises a
+one-line ValueError.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ import functools
 import os
 import platform
 import shlex
-import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,14 +29,26 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from nnjax import _validation, checkpoints, datasets, distributed, network, optimizers, training
+from nnjax import (
+    _validation,
+    checkpoints,
+    datasets,
+    distributed,
+    metrics,
+    network,
+    optimizers,
+    run_data,
+    training,
+)
+from nnjax.progress import progress_bar
+from nnjax.run_plots import write_plots
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
     "DEFAULT_CONFIG",
     "DEFAULT_LEARNING_RATES",
+    "LOSSES",
     "OPTION_NAMES",
     "RESUMABLE",
     "Run",
@@ -50,12 +61,15 @@ __all__ = [
     "merge",
     "process_shares",
     "resolve_devices",
+    "saved_config",
     "train",
     "versions",
     "write_plots",
 ]
 
 CLASSIFICATION_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy")
+LOSSES = (*CLASSIFICATION_LOSSES, "mse")
+"""The losses of a run: the classifiers', and ``"mse"`` for regression on a data file."""
 DEFAULT_LEARNING_RATES = {
     "adam": 3e-3,
     "sgd": 0.1,
@@ -83,9 +97,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "grad": "manual",
     "test_fraction": 0.2,
     "diagnostics": 0,
+    "data": None,
+    "label_column": None,
+    "n_samples": None,
 }
 """A run's options and defaults, in metrics.json's order. ``init`` None: ``"he"`` for ReLU, else
-``"xavier"``; ``learning_rate`` None: ``DEFAULT_LEARNING_RATES``; ``diagnostics``: every N epochs."""
+``"xavier"``; ``learning_rate`` None: ``DEFAULT_LEARNING_RATES``; ``diagnostics``: every N epochs.
+``data``, ``label_column``, ``n_samples``: see ``nnjax.run_data``."""
 
 
 OPTION_NAMES = {"learning_rate": "--lr"}
@@ -99,6 +117,7 @@ def make_config(**options: Any) -> dict[str, Any]:
     """A run's JSON-serializable config: ``DEFAULT_CONFIG`` updated with ``options`` (its keys).
 
     E.g. ``dataset="moons", hidden=[16, 16]``; ``init`` and ``learning_rate`` come resolved, ``hidden`` a list.
+    A ``data`` file comes as an absolute path, and replaces ``dataset`` (None).
     """
     unknown = sorted(set(options) - set(DEFAULT_CONFIG))
     if unknown:
@@ -108,7 +127,23 @@ def make_config(**options: Any) -> dict[str, Any]:
     config["hidden"] = list(config["hidden"])
     config["init"] = config["init"] or ("he" if config["activation"] == "relu" else "xavier")
     config["learning_rate"] = config["learning_rate"] or DEFAULT_LEARNING_RATES[config["optimizer"]]
+    if config["data"] is not None:
+        config["data"], config["dataset"] = os.path.abspath(config["data"]), None
     return config
+
+
+def saved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """The configuration (``make_config``) of the options a run folder saved.
+
+    Args:
+      saved: the saved configuration. Folders written before ``run_data.DATA_OPTIONS`` existed
+        lack them: they were None.
+
+    Returns:
+      The configuration, to build the run again (``Run``).
+    """
+    options = {key: saved.get(key) for key in run_data.DATA_OPTIONS}
+    return make_config(**options, **{k: saved[k] for k in DEFAULT_CONFIG if k not in options})
 
 
 def build_optimizer(config: dict[str, Any]) -> Any:
@@ -148,31 +183,30 @@ class Run:
     The seed's key splits in three: the dataset and its split, the initial parameters, training.
 
     Attributes:
-      config: the configuration (``make_config``).
-      data: the ``datasets.Dataset``, split and standardized.
-      layer_sizes: ``[n_in, *hidden, n_out]``; ``n_out`` is 1 for binary cross-entropy.
+      config: the configuration (``make_config``); with a data file, its ``data_sha256`` too.
+      data: the ``datasets.Dataset``, split and standardized (``run_data.load``).
+      target_scale: for regression, the training targets' ``(mean, std)``; else None.
+      layer_sizes: ``[n_in, *hidden, n_out]``; ``n_out`` is 1 but for softmax cross-entropy.
       model: the ``network.DenseNetwork`` (hidden activation and output/loss pair).
       optimizer: the optax transformation (``build_optimizer``).
       initial_params: the initialized parameters.
       initial_opt_state: the optimizer's state for them (``optimizer.init``).
       train_key: the key of shuffling and dropout.
 
-    Raises ValueError for binary cross-entropy on more than two classes, or as ``load_dataset``.
+    Raises ValueError for binary cross-entropy on more than two classes, or as ``run_data.load``.
     """
 
     def __init__(self, config: dict[str, Any]):
-        self.config = config
         data_key, init_key, self.train_key = _keys(config["seed"])
-        self.data = datasets.load_dataset(
-            config["dataset"], data_key, test_fraction=config["test_fraction"]
-        )
-        binary = config["loss"] == "binary_cross_entropy"
-        if binary and self.data.num_classes != 2:
+        self.data, self.target_scale, sha256 = run_data.load(config, data_key)
+        self.config = config if sha256 is None else {**config, "data_sha256": sha256}
+        if config["loss"] == "binary_cross_entropy" and self.data.num_classes != 2:
             raise ValueError(
-                f"--loss binary_cross_entropy needs a two-class dataset; {config['dataset']!r} "
+                f"--loss binary_cross_entropy needs a two-class dataset; {self.data.name!r} "
                 f"has {self.data.num_classes} classes"
             )
-        n_out = 1 if binary else self.data.num_classes
+        softmax = config["loss"] == "softmax_cross_entropy"
+        n_out = self.data.num_classes if softmax else 1
         self.layer_sizes = [self.data.x_train.shape[1], *config["hidden"], n_out]
         self.model = network.DenseNetwork(config["activation"], config["loss"])
         self.optimizer = build_optimizer(config)
@@ -288,35 +322,6 @@ class Trained(NamedTuple):
     interrupted: int | None
 
 
-_SHOWN = {"train_loss": "loss", "train_accuracy": "acc", "val_accuracy": "val_acc"}
-_BAR = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}"
-
-
-def _progress_bar(config: dict[str, Any], initial: int, quiet: bool) -> tuple[Any, Any]:
-    """A progress bar that says it is compiling until the first compiled call has run, then
-    starts, so its rate and time left count training alone; within 80 columns, the bar takes what
-    the count, the times and the three numbers leave. Returns ``(close, show)``."""
-    from tqdm import tqdm  # deferred, as matplotlib in nnjax.folders: importing runs loads neither
-
-    if not quiet:
-        print(f"{config['dataset']}: compiling the training program...", file=sys.stderr)
-    bars = []
-
-    def show(progress: training.Progress) -> None:
-        if not quiet and not bars:  # the first call has run: compilation is over
-            width = min(80, shutil.get_terminal_size().columns)
-            bars.append(tqdm(total=config["epochs"], initial=initial, bar_format=_BAR, ncols=width))
-            bars[0].set_description(config["dataset"], refresh=False)
-        for bar in bars:
-            bar.update(progress.epoch - bar.n)
-            latest = {
-                s: progress.history[k][-1] for k, s in _SHOWN.items() if progress.history.get(k)
-            }
-            bar.set_postfix_str(" ".join(f"{s}={v:.3f}" for s, v in latest.items()), refresh=True)
-
-    return (lambda: [bar.close() for bar in bars]), show
-
-
 @contextlib.contextmanager
 def _interruptible() -> Iterator[dict[str, Any]]:
     """SIGINT and SIGTERM stop training at the end of the compiled call they arrive in.
@@ -373,7 +378,13 @@ def train(
     start = run.fresh_start() if start is None else start
     (x_train, y_train), validation = shares or process_shares(run.data, quiet=quiet)
     config = run.config
-    close_bar, show = _progress_bar(config, start.epoch, quiet)
+    close_bar, show = progress_bar(config, start.epoch, quiet)
+
+    def whole(history: dict[str, list[float]]) -> dict[str, list[float]]:
+        """The run's history: the epochs before ``start`` and ``history``, R² derived."""
+        merged = merge(start.history, history)
+        return metrics.with_r_squared(merged, config["loss"], run.data.y_test)
+
     began = time.perf_counter()
     with _interruptible() as interrupt:
 
@@ -381,7 +392,7 @@ def train(
             interrupt["training"] = True
             show(progress)
             if on_progress is not None:
-                on_progress(progress._replace(history=merge(start.history, progress.history)))
+                on_progress(progress._replace(history=whole(progress.history)))
             return interrupt["signal"] is not None
 
         result = training.train(
@@ -404,7 +415,7 @@ def train(
             devices=devices,
         )
     close_bar()
-    history = merge(start.history, result.history)
+    history = whole(result.history)
     epoch = start.epoch + result.epochs_run
     wall = time.perf_counter() - began
     # Stopped short without a signal here: another process of the run was interrupted.
@@ -433,54 +444,18 @@ def command_line(config: dict[str, Any], folder: Path, **changes: Any) -> str:
     }
     words = ["nnjax", "train"]
     for key, value in config.items():
-        if key in DEFAULT_CONFIG and (value != defaults[key] or key in changes):
+        # None: an option not given (dataset, with a data file instead).
+        if (
+            key in DEFAULT_CONFIG
+            and value is not None
+            and (value != defaults[key] or key in changes)
+        ):
             text = ",".join(map(str, value)) if key == "hidden" else str(value)
-            words += [OPTION_NAMES.get(key, "--" + key.replace("_", "-")), text or "none"]
+            words += [
+                OPTION_NAMES.get(key, "--" + key.replace("_", "-")),
+                shlex.quote(text or "none"),
+            ]
     return " ".join([*words, "--output", shlex.quote(str(folder)), "--resume"])
-
-
-_LAYER_PLOTS = (
-    # history entry, file, title, y label
-    ("grad_norm", "gradient_norms.png", "Gradient norm per layer", "||dL/dW|| (Frobenius)"),
-    ("act_std", "activation_std.png", "Activation std per hidden layer", "std of a"),
-)
-
-
-def write_plots(run: Run, params: Any, history: dict[str, list[float]], folder: Path) -> list[Path]:
-    """Draws a run's history, activations and confusion matrix into ``folder``; returns the paths.
-
-    Also the diagnostics' per-layer series if recorded, and the decision boundary of 2-D data.
-    """
-    from nnjax import plotting  # deferred: matplotlib takes a while to import
-
-    paths = [
-        plotting.plot_history(history, folder / "history.png"),
-        plotting.plot_activations(folder / "activations.png"),
-        plotting.plot_confusion_matrix(
-            np.asarray(run.data.y_test),
-            np.asarray(run.class_predictions(params, run.data.x_test)),
-            run.data.num_classes,
-            folder / "confusion_matrix.png",
-        ),
-    ]
-    for entry, name, title, ylabel in _LAYER_PLOTS:
-        # Activations are recorded per hidden layer: none without hidden layers.
-        if history.get("diagnostics_epoch") and (entry != "act_std" or run.config["hidden"]):
-            paths.append(
-                plotting.plot_layer_history(
-                    history, entry, folder / name, title=title, ylabel=ylabel
-                )
-            )
-    if run.data.x_train.shape[1] == 2:
-        paths.append(
-            plotting.plot_decision_boundary(
-                lambda grid: run.class_predictions(params, grid),
-                run.data.x_train,
-                run.data.y_train,
-                folder / "decision_boundary.png",
-            )
-        )
-    return paths
 
 
 def versions() -> dict[str, str]:

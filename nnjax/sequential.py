@@ -20,6 +20,7 @@ hand-written backward or with ``jax.grad``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -140,6 +141,18 @@ class Residual:
         return dout + dx, grads
 
 
+@functools.lru_cache(maxsize=64)
+def _empty_state(model: Sequential) -> tuple:
+    """The state of a model none of whose layers keeps any; ValueError for one that does."""
+    state = jax.eval_shape(lambda: model.init(jax.random.key(0))[1])
+    if jax.tree.leaves(state):
+        raise ValueError(
+            "this model has layers with state (BatchNorm's running statistics): pass the state "
+            "model.init returned (train's model_state=..., or state=...)"
+        )
+    return state
+
+
 def is_weight(path: tuple) -> bool:
     """Whether a leaf's key path ends in ``"W"``: the weights the L2 penalty applies to."""
     return bool(path) and getattr(path[-1], "key", None) == "W"
@@ -199,24 +212,27 @@ class Sequential:
         output = OUTPUT_LOSSES[self.loss].activation(logits)
         return output, {"layers": caches, "logits": logits}, state
 
-    def forward(self, params, x, *, dropout_rate=0.0, key=None, train=False):
-        """``apply`` for the training loop, whose models carry no state: stateless layers only."""
+    def forward(self, params, x, *, state=(), dropout_rate=0.0, key=None, train=False):
+        """``apply`` for the training loop: ``(output, cache)``, the new state in the cache.
+
+        ``state`` is ``init``'s state (or a later one); ``()`` stands for it where no layer
+        keeps state. Dropout comes from the model's ``Dropout`` layers, not ``dropout_rate``.
+        """
         if _validation.concrete_float(dropout_rate) != 0.0:
             raise ValueError(
                 "a Sequential model takes dropout as Dropout layers among its layers, not as a "
                 f"dropout rate (got {dropout_rate!r})"
             )
-        output, cache, _ = self.apply(params, self._no_state(params), x, key=key, train=train)
+        given = state
+        if not jax.tree.leaves(state):
+            state = _empty_state(self)
+        output, cache, new_state = self.apply(params, state, x, key=key, train=train)
+        cache["state"] = new_state if jax.tree.leaves(new_state) else given
         return output, cache
 
-    def _no_state(self, params: tuple) -> tuple:
-        state = jax.eval_shape(lambda: self.init(jax.random.key(0))[1])
-        if jax.tree.leaves(state):
-            raise ValueError(
-                "this model has layers with state (BatchNorm's running statistics), which the "
-                "training loop does not carry: use apply() with explicit state"
-            )
-        return state
+    def next_state(self, cache):
+        """The state after the forward pass that returned ``cache``."""
+        return cache["state"]
 
     def data_loss(self, params, y, cache):
         """The data loss :math:`L(y, z^{(L)})` from the cached logits."""

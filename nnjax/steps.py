@@ -70,31 +70,35 @@ def optimizer_at(
 
 def _value_and_grad(
     model: Model, grad: str, use_l2: bool, use_dropout: bool
-) -> Callable[..., tuple[jax.Array, Any]]:
-    """``(params, x, y, l2, dropout_rate, key) -> (loss, grads)`` from either gradient source.
+) -> Callable[..., tuple[tuple[jax.Array, Any], Any]]:
+    """``(params, state, x, y, l2, dropout_rate, key) -> ((loss, new_state), grads)``.
 
-    Without ``use_l2`` / ``use_dropout`` the program has no L2 or dropout code at all; with them,
-    their strengths are traced, so changing them does not recompile.
+    ``state`` is the model's state (``()`` for a model without); ``new_state`` the state its
+    training forward pass returns. Without ``use_l2`` / ``use_dropout`` the program has no L2 or
+    dropout code at all; with them, their strengths are traced, so changing them does not
+    recompile.
     """
     _validation.check_choice("grad", grad, GRADIENT_SOURCES)
 
-    def forward(params, x, dropout_rate, key):
+    def forward(params, state, x, dropout_rate, key):
         rate = dropout_rate if use_dropout else 0.0  # a model's own Dropout layers still drop
-        return model.forward(params, x, dropout_rate=rate, key=key, train=True)
+        return model.forward(params, x, state=state, dropout_rate=rate, key=key, train=True)
 
-    def objective(params, x, y, l2, dropout_rate, key):
-        _, cache = forward(params, x, dropout_rate, key)
+    def objective(params, state, x, y, l2, dropout_rate, key):
+        _, cache = forward(params, state, x, dropout_rate, key)
         value = model.data_loss(params, y, cache)
-        return value + model.penalty(params, l2) if use_l2 else value
+        value = value + model.penalty(params, l2) if use_l2 else value
+        return value, model.next_state(cache)
 
-    def manual(params, x, y, l2, dropout_rate, key):
-        _, cache = forward(params, x, dropout_rate, key)
+    def manual(params, state, x, y, l2, dropout_rate, key):
+        _, cache = forward(params, state, x, dropout_rate, key)
         value = model.data_loss(params, y, cache)
         if use_l2:
             value = value + model.penalty(params, l2)
-        return value, model.backward(params, x, y, cache, l2=l2 if use_l2 else 0.0)
+        grads = model.backward(params, x, y, cache, l2=l2 if use_l2 else 0.0)
+        return (value, model.next_state(cache)), grads
 
-    return manual if grad == "manual" else jax.value_and_grad(objective)
+    return manual if grad == "manual" else jax.value_and_grad(objective, has_aux=True)
 
 
 def make_train_step(
@@ -105,7 +109,9 @@ def make_train_step(
     use_l2: bool = False,
     use_dropout: bool = False,
 ) -> Callable:
-    """One optimizer step: ``step(params, opt_state, x, y, hyper, key) -> (params, opt_state, loss)``.
+    """One optimizer step: ``step(params, opt_state, x, y, hyper, key, model_state=())``.
+
+    It returns ``(params, opt_state, loss, model_state)``.
 
     Args:
       model: the model (``nnjax.model.Model``), e.g. ``network.DenseNetwork("relu")``.
@@ -116,15 +122,19 @@ def make_train_step(
         strengths come from ``hyper`` (traced).
 
     The step is pure: jit it (donating ``params`` and ``opt_state``), scan it, or vmap it.
-    ``loss`` returned is the training objective on the batch (with L2, with dropout).
+    ``loss`` returned is the training objective on the batch (with L2, with dropout);
+    ``model_state`` the model's state after the training forward pass (batch normalization's
+    running statistics; ``()`` for a model without state).
     """
     value_and_grad = _value_and_grad(model, grad, use_l2, use_dropout)
 
-    def step(params, opt_state, x, y, hyper: Hyperparameters, key):
-        value, grads = value_and_grad(params, x, y, hyper.l2, hyper.dropout_rate, key)
+    def step(params, opt_state, x, y, hyper: Hyperparameters, key, model_state=()):
+        (value, model_state), grads = value_and_grad(
+            params, model_state, x, y, hyper.l2, hyper.dropout_rate, key
+        )
         transformation = optimizer_at(optimizer, hyper.learning_rate)
         updates, opt_state = transformation.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
+        return optax.apply_updates(params, updates), opt_state, value, model_state
 
     return step
 
@@ -135,15 +145,18 @@ def all_finite(tree: Any) -> jax.Array:
 
 
 class EpochState(NamedTuple):
-    """What an epoch carries: parameters, optimizer state, and whether every loss was finite.
+    """What an epoch carries: parameters, optimizer state, whether every loss was finite, and
+    the model's state.
 
-    ``bad_step`` is the step (within the epoch) of the first non-finite loss, or -1.
+    ``bad_step`` is the step (within the epoch) of the first non-finite loss, or -1;
+    ``model_state`` the model's state (``()`` for a model without, such as a dense network).
     """
 
     params: Any
     opt_state: Any
     finite: jax.Array
     bad_step: jax.Array
+    model_state: Any = ()
 
 
 _FEISTEL_ROUNDS = 8
@@ -227,21 +240,24 @@ def make_train_epoch(
 
         def body(state: EpochState, inputs):
             i, index = inputs
-            params, opt_state, value = step(
+            params, opt_state, value, model_state = step(
                 state.params,
                 state.opt_state,
                 *_constrain((x[index], y[index]), batch_sharding),
                 hyper,
                 jax.random.fold_in(step_key, i),
+                state.model_state,
             )
             ok = state.finite & jnp.isfinite(value)
             # A select, not a lax.cond: XLA fuses it into the update (a cond costs a copy of
             # every parameter and a branch per step).
-            params, opt_state = optax.tree.where(
-                ok, (params, opt_state), (state.params, state.opt_state)
+            params, opt_state, model_state = optax.tree.where(
+                ok,
+                (params, opt_state, model_state),
+                (state.params, state.opt_state, state.model_state),
             )
             bad_step = jnp.where(state.finite & ~ok, i, state.bad_step)
-            return EpochState(params, opt_state, ok, bad_step), value
+            return EpochState(params, opt_state, ok, bad_step, model_state), value
 
         return jax.lax.scan(body, state, (jnp.arange(num_batches, dtype=jnp.int32), batches))
 

@@ -139,7 +139,7 @@ def sweep(
     init_keys, train_keys = jax.vmap(jax.random.split, out_axes=1)(jax.vmap(jax.random.key)(seeds))
     params = jax.vmap(lambda k: network.init_network(k, sizes, init, dtype))(init_keys)
     template = jax.tree.map(lambda leaf: leaf[0], params)
-    data = training.checked_data(model, template, x, y, validation)
+    data = training.checked_data(model, template, (), x, y, validation)
     hyper = _hyperparameters(learning_rates, l2, dropout_rates, seeds.shape[0], data[0].dtype)
     opt_state = jax.vmap(lambda p, lr: steps.optimizer_at(optimizer, lr).init(p))(
         params, hyper.learning_rate

@@ -97,6 +97,7 @@ class TrainResult(NamedTuple):
       stopped_epoch: the epochs completed when early stopping stopped training; None if it did
         not.
       early_stopping_state: early stopping's final ``StopState`` (None without early stopping).
+      model_state: the model's state that goes with ``params`` (``()`` for a model without).
     """
 
     params: Any
@@ -109,6 +110,7 @@ class TrainResult(NamedTuple):
     best_epoch: int | None = None
     stopped_epoch: int | None = None
     early_stopping_state: StopState | None = None
+    model_state: Any = ()
 
 
 def check_optimizer(
@@ -137,6 +139,7 @@ def check_optimizer(
 def checked_data(
     model: Model,
     params: Any,
+    model_state: Any,
     x: jax.Array,
     y: jax.Array,
     validation: tuple[jax.Array, jax.Array] | None,
@@ -165,7 +168,11 @@ def checked_data(
                 f"{name} has {inputs.shape[0]} samples but its targets have {targets.shape[0]}"
             )
         # Tracing one evaluation runs every shape check of targets against outputs.
-        jax.eval_shape(lambda p, x=inputs, y=targets: metrics.evaluate(p, x, y, model), params)
+        jax.eval_shape(
+            lambda p, s, x=inputs, y=targets: metrics.evaluate(p, x, y, model, state=s),
+            params,
+            model_state,
+        )
         checked.append((inputs, targets))
     (x, y), (x_val, y_val) = checked[0], checked[-1] if validation is not None else (x[:1], y[:1])
     return x, y, x_val, y_val
@@ -230,10 +237,10 @@ def _hyperparameters(learning_rate, l2, dropout_rate, params, dtype) -> steps.Hy
 def _result(run: Run, options: _Options, outcome: Outcome, history: History) -> TrainResult:
     """The ``TrainResult`` of a run; with early stopping, of its best epoch."""
     params, opt_state, stopper = outcome.params, outcome.opt_state, outcome.stopper
-    seconds = outcome.seconds
+    model_state, seconds = outcome.model_state, outcome.seconds
     best_epoch = stopped_epoch = None
     if stopper is not None:
-        params, opt_state = stopper.params, stopper.opt_state
+        params, opt_state, model_state = stopper.params, stopper.opt_state, stopper.model_state
         best, stopped = jax.device_get((stopper.best_epoch, stopper.stopped))
         best_epoch, stopped_epoch = int(best), outcome.epoch if stopped else None
     steps_run = (outcome.epoch - options.start_epoch) * run.config.num_batches
@@ -248,6 +255,7 @@ def _result(run: Run, options: _Options, outcome: Outcome, history: History) -> 
         best_epoch,
         stopped_epoch,
         stopper,
+        model_state,
     )
 
 
@@ -266,6 +274,7 @@ def train(
     optimizer: optax.GradientTransformation | steps.OptimizerFactory | None = None,
     learning_rate: float | None = None,
     opt_state: Any = None,
+    model_state: Any = (),
     epochs: int = 10,
     batch_size: int = 32,
     key: jax.Array,
@@ -297,6 +306,8 @@ def train(
       learning_rate: the learning rate for an optimizer factory (traced: changing it does not
         recompile); must be None with a transformation, which holds its own.
       opt_state: the optimizer's state to start from (a checkpoint's); default ``optimizer.init``.
+      model_state: the model's state to start from, for a model that keeps one (``init``'s
+        second result for a ``sequential.Sequential`` with batch normalization); ``()`` for none.
       epochs: the epoch to stop at: trains epochs ``start_epoch .. epochs - 1``.
       batch_size: samples per minibatch (see the module docstring for the remainder).
       key: ``jax.random`` key for shuffling and dropout.
@@ -338,7 +349,7 @@ def train(
     Returns:
       A ``TrainResult``.
     """
-    data = checked_data(model, params, x, y, validation)
+    data = checked_data(model, params, model_state, x, y, validation)
     options = _checked_options(
         epochs, batch_size, start_epoch, epochs_per_call, diagnostics_every, eval_every
     )
@@ -358,14 +369,20 @@ def train(
 
     # Place everything on the device(s) once; copies let the caller keep its own arrays, which
     # donation would otherwise invalidate.
-    params, opt_state = _copied((params, opt_state))
+    params, opt_state, model_state = _copied((params, opt_state, model_state))
     dtype = data[0].dtype
     hyper = _hyperparameters(learning_rate, l2, dropout_rate, params, dtype)
     stopper = starting_state(
-        early_stopping, early_stopping_state, params, opt_state, options.start_epoch, dtype
+        early_stopping,
+        early_stopping_state,
+        params,
+        opt_state,
+        options.start_epoch,
+        dtype,
+        model_state,
     )
     state, data = distributed.place(
-        layout, (params, opt_state, stopper, hyper, key), data, validation is not None
+        layout, (params, opt_state, stopper, model_state, hyper, key), data, validation is not None
     )
     config = program.ProgramConfig(
         model=model,

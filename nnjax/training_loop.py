@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nnjax import metrics, program, steps
+from nnjax import distributed, metrics, program, steps
 from nnjax.early_stopping import StopState
 
 __all__ = [
@@ -57,6 +57,7 @@ class Progress(NamedTuple):
       opt_state: the optimizer state that goes with them.
       early_stopping_state: early stopping's ``StopState`` (None without early stopping), to
         save with a checkpoint and pass back to ``train`` when resuming.
+      model_state: the model's state after ``epoch`` epochs (``()`` for a model without).
 
     ``params`` and ``opt_state`` live on the device until the next compiled call reuses their
     buffers: a callback that keeps them copies them first (``jax.device_get``).
@@ -67,6 +68,7 @@ class Progress(NamedTuple):
     params: Any
     opt_state: Any
     early_stopping_state: StopState | None = None
+    model_state: Any = ()
 
 
 class Run(NamedTuple):
@@ -78,20 +80,30 @@ class Run(NamedTuple):
     params: Any
     opt_state: Any
     stopper: StopState | None
+    model_state: Any
     data: tuple[jax.Array, jax.Array, jax.Array, jax.Array]  # x, y, x_val, y_val
     hyper: steps.Hyperparameters
     key: jax.Array
 
 
 def compile_run(config: program.ProgramConfig, state: tuple, data: tuple) -> Run:
-    """Compiles the program for ``state = (params, opt_state, stopper, hyper, key)``."""
-    params, opt_state, stopper, hyper, key = state
+    """Compiles the program for ``state = (params, opt_state, stopper, model_state, hyper, key)``."""
+    params, opt_state, stopper, model_state, hyper, key = state
     start = time.perf_counter()
     compiled = program.compiled_program(
-        config, params, opt_state, *data, hyper, key, program.int32(0), program.int32(1), stopper
+        config,
+        params,
+        opt_state,
+        *data,
+        hyper,
+        key,
+        program.int32(0),
+        program.int32(1),
+        stopper,
+        model_state,
     )
     seconds = time.perf_counter() - start
-    return Run(compiled, seconds, config, params, opt_state, stopper, data, hyper, key)
+    return Run(compiled, seconds, config, params, opt_state, stopper, model_state, data, hyper, key)
 
 
 def chunk_history(
@@ -124,6 +136,7 @@ class Outcome(NamedTuple):
     params: Any
     opt_state: Any
     stopper: StopState | None
+    model_state: Any
     history: History
     epoch: int
     seconds: float
@@ -136,30 +149,35 @@ def run_chunks(
     """Calls the compiled program until ``options.epochs``, a divergence or a stop.
 
     A stop is the callback's, or early stopping's. Each call runs about half a second of epochs
-    (or ``options.epochs_per_call``).
+    (or ``options.epochs_per_call``). In a multi-process run, a call that fails or outlasts the
+    heartbeat timeout ends the process (``distributed.collective``), never the callback.
     """
     params, opt_state, stopper, history = run.params, run.opt_state, run.stopper, {}
+    model_state = run.model_state
     epoch, chunk, seconds, diverged = options.start_epoch, options.epochs_per_call or 1, 0.0, None
     stop = False
     while epoch < options.epochs and diverged is None and not stop:
         chunk = max(1, min(chunk, options.epochs - epoch, MAX_EPOCHS_PER_CALL))
         t0 = time.perf_counter()
-        state, bad_epoch, done, chunk_metrics, stopper = run.compiled(
-            params,
-            opt_state,
-            *run.data,
-            run.hyper,
-            run.key,
-            program.int32(epoch),
-            program.int32(chunk),
-            stopper,
-        )
-        done, chunk_metrics, finite, stopped = jax.device_get(
-            (done, chunk_metrics, state.finite, stopper is not None and stopper.stopped)
-        )
+        with distributed.collective():
+            state, bad_epoch, done, chunk_metrics, stopper = run.compiled(
+                params,
+                opt_state,
+                *run.data,
+                run.hyper,
+                run.key,
+                program.int32(epoch),
+                program.int32(chunk),
+                stopper,
+                model_state,
+            )
+            done, chunk_metrics, finite, stopped = jax.device_get(
+                (done, chunk_metrics, state.finite, stopper is not None and stopper.stopped)
+            )
         elapsed = time.perf_counter() - t0
         seconds += elapsed
-        params, opt_state, done = state.params, state.opt_state, int(done)
+        params, opt_state, model_state = state.params, state.opt_state, state.model_state
+        done = int(done)
         if not finite:
             diverged = Divergence(int(bad_epoch), int(state.bad_step))
             done -= 1  # the epoch where the loss diverged did not complete
@@ -167,12 +185,12 @@ def run_chunks(
             history.setdefault(name, []).extend(values)
         epoch += done
         stop = callback is not None and bool(
-            callback(Progress(epoch, public(history), params, opt_state, stopper))
+            callback(Progress(epoch, public(history), params, opt_state, stopper, model_state))
         )
         if options.epochs_per_call is None:
             chunk = int(np.clip(0.5 / max(elapsed / max(done, 1), 1e-6), 1, MAX_EPOCHS_PER_CALL))
         chunk, stop = _agreed(chunk, stop or bool(stopped))
-    return Outcome(params, opt_state, stopper, history, epoch, seconds, diverged)
+    return Outcome(params, opt_state, stopper, model_state, history, epoch, seconds, diverged)
 
 
 def _agreed(chunk: int, stop: bool) -> tuple[int, bool]:
@@ -180,6 +198,7 @@ def _agreed(chunk: int, stop: bool) -> tuple[int, bool]:
     stop if any process's callback asked for one, so that all run the same calls."""
     if jax.process_count() == 1:
         return chunk, stop
-    votes = multihost_utils.process_allgather(np.array([chunk, stop], np.int32))
+    with distributed.collective():
+        votes = multihost_utils.process_allgather(np.array([chunk, stop], np.int32))
     votes = np.asarray(votes).reshape(jax.process_count(), 2)
     return int(votes[0, 0]), bool(votes[:, 1].any())

@@ -324,3 +324,76 @@ def test_version_and_every_default_are_shown(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for shown in ("Adam beta1 (default: 0.9)", "(default: 0.999)", "(default: 1e-08)"):
         assert shown in out
+
+
+def test_regression_on_a_data_file_records_r2_and_refuses_the_file_changed(
+    tmp_path, capsys, monkeypatch
+):
+    import hashlib
+    import json
+
+    from test_run_data import write_line  # its shapes: the compiled split and scaling are shared
+
+    from nnjax import folders, plotting, runs
+
+    # The activation functions' figure is the same for every run (and tested on its own).
+    monkeypatch.setattr(plotting, "plot_activations", lambda path: path)
+    data, folder = tmp_path / "line.csv", tmp_path / "line"
+    write_line(data)
+    options = ["train", "--data", str(data), "--label-column", "target", "--loss", "mse"]
+    options += ["--hidden", "4", "--quiet", "--output", str(folder)]
+    assert cli.main([*options, "--epochs", "2"]) == 0
+    assert "line: test R^2 " in capsys.readouterr().out
+    metrics = json.loads((folder / "metrics.json").read_text())
+    config = metrics["config"]
+    assert config["data"] == str(data) and config["dataset"] is None
+    assert config["data_sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    history, test = metrics["history"], metrics["test"]
+    assert set(history) == {"train_loss", "val_loss", "val_r2"} and set(test) == {"loss", "r2"}
+    # R² = 1 - MSE / Var(y) for every epoch and the test split (the validation data here).
+    ratios = [
+        (1 - r2) / mse for r2, mse in zip(history["val_r2"], history["val_loss"], strict=True)
+    ]
+    assert ratios == pytest.approx([(1 - test["r2"]) / test["loss"]] * 2, rel=1e-5)
+    assert (folder / "predicted_vs_true.png").exists()
+    assert not (folder / "confusion_matrix.png").exists()
+
+    further = runs.Run(runs.saved_config({**config, "epochs": 3}))
+    assert folders.resume(further, folder).epoch == 2  # the same file: it continues
+    data.write_text(data.read_text().replace("10.0\n", "10.5\n", 1))
+    assert cli.main([*options, "--epochs", "4", "--resume"]) == 2
+    assert cli.main(["plot", str(folder)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2
+    assert all("line.csv changed since the run trained on it" in e for e in errors)
+    assert errors[0].startswith("nnjax: error: --resume: the data file")
+
+
+def test_a_malformed_data_file_is_a_one_line_usage_error_and_leaves_no_folder(tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text("a,label\n1,0\n2,zero\n")
+    folder = tmp_path / "run"
+    assert cli.main(["train", "--data", str(tmp_path / "bad.csv"), "--output", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"nnjax: error: {tmp_path / 'bad.csv'}: line 3, column 'label': 'zero' is not a number"
+    )
+    assert not folder.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--data", "bad.csv", "--dataset", "moons"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument --data" in capsys.readouterr().err
+
+
+def test_the_data_options_and_their_defaults_are_shown_once(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for shown in (
+        "--data FILE",
+        "(default: the last column)",
+        "500 for moons",
+        "{softmax_cross_entropy,",
+    ):
+        assert shown in out
+    assert "600 for spirals" in out and "mse}" in out and "(default: None)" not in out

@@ -7,20 +7,26 @@ fixed when JAX starts).
 * Two processes on 127.0.0.1 (``nnjax.distributed``, CPU collectives over gloo), each loading its
   own half of the data: both end with identical parameters, equal to one process trained on all
   of it; through the API and through the documented ``nnjax train`` command.
+* A process that dies or stops answering: the other ends with one line and status 1, its last
+  checkpoint intact.
 """
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
+from subprocess import Popen
 
 import numpy as np
 import pytest
 import safetensors.numpy
 
-from nnjax import distributed
+from nnjax import checkpoints, distributed, folders
 
 
 def _environment(**extra: str) -> dict[str, str]:
@@ -36,17 +42,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_together(commands: list[list[str]], envs: list[dict[str, str]]) -> list[str]:
-    """Runs the commands at once (the processes of a run wait for each other); their stdouts."""
+@contextlib.contextmanager
+def _started(commands: list[list[str]], envs: list[dict[str, str]]) -> Iterator[list[Popen]]:
+    """The commands' processes, started at once (the processes of a run wait for each other),
+    their output piped; killed on leaving."""
     processes = [
-        subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for c, e in zip(commands, envs, strict=True)
     ]
     try:
-        outputs = [p.communicate(timeout=300) for p in processes]
+        yield processes
     finally:
         for p in processes:
             p.kill()
+            p.communicate()
+
+
+def _run_together(commands: list[list[str]], envs: list[dict[str, str]]) -> list[str]:
+    """Runs the commands at once; their stdouts."""
+    with _started(commands, envs) as processes:
+        outputs = [p.communicate(timeout=300) for p in processes]
     for p, (_, stderr) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, stderr
     return [stdout for stdout, _ in outputs]
@@ -77,7 +92,7 @@ SCRIPT = textwrap.dedent(
     step = steps.make_train_step(network.DenseNetwork(), optimizer=optimizer)
     seen = {}
 
-    def inspected_step(params, opt_state, x, y, hyper, key):
+    def inspected_step(params, opt_state, x, y, hyper, key, model_state=()):
         # The shardings XLA chose inside the partitioned step, reported at compile time.
         for name, array in (("minibatch", x), ("weights", params[0]["W"])):
             jax.debug.inspect_array_sharding(
@@ -86,7 +101,7 @@ SCRIPT = textwrap.dedent(
                             s.is_equivalent_to(layout.replicated, ndim))}
                 )
             )
-        return step(params, opt_state, x, y, hyper, key)
+        return step(params, opt_state, x, y, hyper, key, model_state)
 
     epoch = steps.make_train_epoch(
         inspected_step, num_batches=4, batch_size=32, batch_sharding=layout.batch
@@ -348,6 +363,82 @@ def test_an_unreachable_coordinator_ends_in_one_line_after_the_timeout():
     assert done.stderr.strip().splitlines() == [
         f"nnjax: error: the processes did not all connect to {address} within 2 s; check that "
         "every process was started with the same address and that process 0 is reachable"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [("0", "a positive integer"), ("1.5", "an integer, got '1.5'")]
+)
+def test_a_bad_heartbeat_timeout_in_the_environment_is_named(monkeypatch, value, message):
+    monkeypatch.setenv("NNJAX_HEARTBEAT_TIMEOUT", value)
+    with pytest.raises(ValueError, match=f"NNJAX_HEARTBEAT_TIMEOUT must be {message}"):
+        distributed.initialize("127.0.0.1:1", 2, 0)
+
+
+_RESTART = "restart all the processes (nnjax train --resume continues from the last checkpoint)"
+
+
+def test_a_killed_process_ends_the_other_with_one_line_and_its_checkpoint_intact(tmp_path):
+    """SIGKILL process 1 once process 0 has saved a checkpoint: process 0 ends at its next call
+    with one line and status 1 (JAX alone aborts later, with a stack dump), between two saves."""
+    folder = tmp_path / "run"
+    options = ["train", "--dataset", "xor", "--hidden", "8", "--epochs", "100000", "--quiet"]
+    options += ["--checkpoint-every", "1", "--output", str(folder), "--num-processes", "2"]
+    options += ["--coordinator", f"127.0.0.1:{_free_port()}"]
+    commands = [[sys.executable, "-m", "nnjax.cli", *options, "--process-id", i] for i in "01"]
+    with _started(commands, [_environment(NNJAX_HEARTBEAT_TIMEOUT="30")] * 2) as processes:
+        deadline = time.monotonic() + 120
+        while not (folder / folders.CHECKPOINT).exists() and time.monotonic() < deadline:
+            if processes[0].poll() is not None:
+                break
+            time.sleep(0.02)
+        processes[1].kill()
+        killed = time.monotonic()
+        _, stderr = processes[0].communicate(timeout=120)
+        waited = time.monotonic() - killed
+    assert processes[0].returncode == 1, stderr
+    assert waited < 30  # the heartbeat timeout; a closed connection ends it at once
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("nnjax: error: process 0 of 2 lost contact with process 1 (")
+    assert lines[0].endswith(f"); {_RESTART}")
+    # The checkpoint is whole (metrics.json, written after it, names its digest) and loads.
+    checkpoint = folder / folders.CHECKPOINT
+    assert folders.read_metrics(folder)["checkpoint_sha256"] == folders.sha256(checkpoint)
+    assert not list(folder.glob(".*.tmp"))
+    header = checkpoints.read_header(checkpoint)
+    assert header.epoch >= 1 and len(header.history["train_loss"]) == header.epoch
+    assert len(safetensors.numpy.load_file(checkpoint)) >= 8  # parameters, optimizer state
+
+
+SILENT_PEER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from nnjax import distributed
+
+    address, process = sys.argv[1], int(sys.argv[2])
+    distributed.initialize(address, 2, process, heartbeat_timeout=2)
+    from jax.experimental import multihost_utils
+
+    for call in range(2):
+        if call == 1 and process == 1:
+            time.sleep(120)  # alive, but no longer taking part
+        with distributed.collective():
+            multihost_utils.process_allgather(np.zeros(1))
+    """
+)
+
+
+def test_a_process_that_stops_answering_ends_the_other_after_the_heartbeat_timeout():
+    address = f"127.0.0.1:{_free_port()}"
+    commands = [[sys.executable, "-c", SILENT_PEER, address, i] for i in "01"]
+    with _started(commands, [_environment()] * 2) as processes:
+        _, stderr = processes[0].communicate(timeout=120)
+    assert processes[0].returncode == 1, stderr
+    assert stderr.splitlines() == [
+        "nnjax: error: process 0 of 2 waited 2 s in vain for process 1 (stopped, hung or "
+        f"unreachable); {_RESTART}"
     ]
 
 

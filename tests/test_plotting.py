@@ -430,3 +430,28 @@ def test_plot_sweep_rejects_non_positive_values_on_a_log_axis(tmp_path: Path, ra
 def test_plot_sweep_rejects_non_finite_values(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"values must be finite"):
         plotting.plot_sweep([0.1, np.nan], np.ones((2, 2)), tmp_path / "sweep.png", log_x=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# regression: R² per epoch, predicted against true
+
+
+def test_plot_history_of_a_regression_draws_its_r2_beside_the_loss(tmp_path: Path) -> None:
+    history = {"train_loss": [2.0, 1.0, 0.5], "val_loss": [2.5, 1.5, 0.5], "val_r2": [-1, 0.2, 0.6]}
+    image = assert_png(plotting.plot_history(history, tmp_path / "history.png"))
+    assert image.shape[1] > 1.5 * image.shape[0]  # two panels
+    with pytest.raises(ValueError, match="same length"):
+        plotting.plot_history({**history, "val_r2": [0.5]}, tmp_path / "short.png")
+
+
+def test_plot_predicted_vs_true_writes_png_and_checks_its_input(tmp_path: Path) -> None:
+    from nnjax import run_plots
+
+    y = np.linspace(90.0, 110.0, 30)
+    path = run_plots.plot_predicted_vs_true(y, y + np.sin(y), tmp_path / "pvt.png")
+    assert_png(path)
+    with pytest.raises(ValueError, match="they must match exactly"):
+        run_plots.plot_predicted_vs_true(y, y[:-1], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="non-finite"):
+        run_plots.plot_predicted_vs_true(y, np.full_like(y, np.inf), tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()

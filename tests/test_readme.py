@@ -19,8 +19,8 @@ def run(code):
     return namespace
 
 
-def test_readme_has_the_training_example_the_tour_and_a_derivative_check():
-    assert len(python_blocks()) == 3
+def test_readme_has_the_training_examples_the_tour_and_a_derivative_check():
+    assert len(python_blocks()) == 4
 
 
 def test_checking_a_derivative_you_wrote_passes_and_says_so(capsys):
@@ -31,10 +31,17 @@ def test_checking_a_derivative_you_wrote_passes_and_says_so(capsys):
 
 
 def test_training_example_reaches_its_accuracy(capsys):
-    (block,) = [b for b in python_blocks() if "training.train(" in b]
+    (block,) = [b for b in python_blocks() if "training.train(" in b and "Sequential" not in b]
     namespace = run(block)
     assert namespace["result"].history["val_accuracy"][-1] >= 0.97
     assert capsys.readouterr().out.strip()
+
+
+def test_cnn_example_learns_the_digits_as_images(capsys):
+    (block,) = [b for b in python_blocks() if "Sequential(" in b]
+    namespace = run(block)
+    assert namespace["result"].history["train_accuracy"][-1] >= 0.97
+    assert float(capsys.readouterr().out) >= 0.97
 
 
 def test_tour_learns_xor(capsys):

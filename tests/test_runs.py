@@ -6,7 +6,7 @@ import signal
 import numpy as np
 import pytest
 
-from nnjax import runs
+from nnjax import run_data, runs
 
 from helpers import XOR_RUN
 
@@ -58,3 +58,25 @@ def test_the_progress_bar_starts_after_compiling_and_fits_80_columns(capsys):
     lines = [line for line in err.replace("\r", "\n").splitlines() if "%|" in line]
     assert lines and all(len(line) <= 80 for line in lines)
     assert "loss=" in lines[-1] and "acc=" in lines[-1] and "3/3" in lines[-1]
+
+
+def test_a_data_run_resumes_with_its_file_and_old_folders_lack_the_data_options():
+    config = runs.make_config(data="my data.csv", label_column="price", loss="mse", epochs=3)
+    assert config["data"] == os.path.abspath("my data.csv") and config["dataset"] is None
+    line = runs.command_line(config, "runs/my data")
+    assert line.startswith(f"nnjax train --loss mse --epochs 3 --data '{config['data']}'")
+    assert "--label-column price --output" in line and "--dataset" not in line
+    assert "--n-samples 30" in runs.command_line(runs.make_config(n_samples=30), "runs/x")
+    old = {k: v for k, v in runs.make_config(**XOR).items() if k not in run_data.DATA_OPTIONS}
+    assert runs.saved_config(old) == runs.make_config(**XOR)
+
+
+def test_the_progress_bar_of_a_regression_shows_both_losses(capsys):
+    from nnjax import progress, training
+
+    close, show = progress.progress_bar(runs.make_config(data="line.csv", loss="mse"), 0, False)
+    show(training.Progress(1, {"train_loss": [0.5], "val_loss": [0.25]}, None, None))
+    close()
+    err = capsys.readouterr().err
+    assert err.startswith("line: compiling the training program...\n")
+    assert "loss=0.500 val_loss=0.250" in err

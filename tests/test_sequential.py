@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -10,6 +11,7 @@ import pytest
 import nnjax
 from nnjax import layercheck, training
 from nnjax.layers import Activation, Dense, Dropout, Flatten
+from nnjax.normalization import BatchNorm
 from nnjax.sequential import Residual, Sequential
 
 from helpers import tree_relative_error
@@ -104,4 +106,34 @@ def test_a_sequential_model_trains_with_its_hand_written_backward_as_with_autodi
             optimizer=optax.sgd(0.1),
             epochs=1,
             key=jax.random.key(0),
+        )
+
+
+def test_batch_norm_statistics_travel_through_the_compiled_training_loop():
+    model = Sequential((Dense(8), BatchNorm(momentum=0.0), Activation("relu"), Dense(3)), (4,))
+    params, state = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (32, 4))
+    y = jnp.arange(32) % 3
+    # One step on the whole set in order: with momentum 0 the running statistics become the
+    # batch statistics of the first layer's output at the initial parameters.
+    result = training.train(
+        params,
+        x,
+        y,
+        model=model,
+        model_state=state,
+        optimizer=nnjax.adam(1e-2),
+        epochs=1,
+        batch_size=32,
+        shuffle=False,
+        key=jax.random.key(0),
+    )
+    z = x @ params[0]["W"].T + params[0]["b"][None, :]
+    chex.assert_trees_all_close(
+        result.model_state[1], {"mean": z.mean(0), "var": z.var(0)}, rtol=1e-5, atol=1e-6
+    )
+    assert jax.tree.structure(result.model_state) == jax.tree.structure(state)
+    with pytest.raises(ValueError, match=r"pass the state model\.init returned"):
+        training.train(
+            params, x, y, model=model, optimizer=nnjax.adam(1e-2), epochs=1, key=jax.random.key(0)
         )

@@ -1,0 +1,148 @@
+r"""The data a run trains on: a built-in dataset or a data file, split and standardized.
+
+``load`` reads what a configuration (``runs.make_config``) names: a built-in ``dataset``
+(``datasets.load_dataset``, ``n_samples`` sizing the synthetic ones), or ``data``, a ``.npz`` or
+``.csv`` file (``nnjax.datafiles``), split and standardized the same way
+(``datasets.train_test_split``, then ``datasets.standardize``). With ``loss="mse"`` the file's
+``y`` are regression targets, standardized with the training split's statistics as the inputs
+are, :math:`y' = (y - \mu) / \sigma`; with the other losses they are class labels
+``0 .. K-1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from nnjax import _validation, datafiles, datasets
+
+__all__ = ["DATA_OPTIONS", "RunData", "check_unchanged", "load", "name"]
+
+DATA_OPTIONS = ("data", "label_column", "n_samples")
+"""The configuration keys of the data beside ``dataset``, None unless given. Run folders written
+before they existed lack them."""
+
+
+class RunData(NamedTuple):
+    r"""What ``load`` returns.
+
+    Attributes:
+      dataset: the ``datasets.Dataset``, split and standardized. For regression, ``y_train``
+        and ``y_test`` are the standardized targets, float32 ``(n, 1)``, and ``num_classes`` is 0.
+      target_scale: for regression, the training targets' ``(mean, std)``, which give the
+        targets back as :math:`y = y' \sigma + \mu`; else None.
+      sha256: the data file's SHA-256; None for a built-in dataset.
+    """
+
+    dataset: datasets.Dataset
+    target_scale: tuple[float, float] | None
+    sha256: str | None
+
+
+def name(config: dict[str, Any]) -> str:
+    """The name of a configuration's data: the built-in dataset's, or the file's without suffix.
+
+    Args:
+      config: a run's configuration (``runs.make_config``).
+
+    Returns:
+      E.g. ``"digits"``, or ``"houses"`` for ``data="/data/houses.csv"``.
+    """
+    return config["dataset"] if config["data"] is None else Path(config["data"]).stem
+
+
+def load(config: dict[str, Any], key: jax.Array) -> RunData:
+    """The data ``config`` names, split by ``key`` as ``datasets.load_dataset`` splits.
+
+    Args:
+      config: a run's configuration (``runs.make_config``).
+      key: the data's ``jax.random`` key.
+
+    Returns:
+      A ``RunData``.
+
+    Raises:
+      ValueError: one line, for a malformed data file, labels or targets that do not fit the
+        loss, ``n_samples`` for data of a fixed size, or ``label_column`` without a file.
+    """
+    if config["data"] is not None:
+        if config["n_samples"] is not None:
+            raise ValueError("--n-samples sizes the synthetic datasets, not a data file")
+        return _from_file(config, key)
+    if config["label_column"] is not None:
+        raise ValueError("--label-column names a column of a --data .csv file")
+    if config["loss"] == "mse":
+        raise ValueError(
+            "--loss mse trains on regression targets: give them in a data file (--data FILE)"
+        )
+    if config["n_samples"] is not None and config["dataset"] not in datasets.SYNTHETIC_DATASETS:
+        raise ValueError(
+            f"--n-samples sizes the synthetic datasets ({', '.join(datasets.SYNTHETIC_DATASETS)})"
+            f"; {config['dataset']!r} has a fixed size"
+        )
+    dataset = datasets.load_dataset(
+        config["dataset"], key, test_fraction=config["test_fraction"], n_samples=config["n_samples"]
+    )
+    return RunData(dataset, None, None)
+
+
+def _from_file(config: dict[str, Any], key: jax.Array) -> RunData:
+    path = config["data"]
+    file = datafiles.read_data_file(path, config["label_column"])
+    regression = config["loss"] == "mse"
+    try:
+        x = _validation.check_float32_values("x", file.x)
+        if regression:
+            y, num_classes = _validation.check_float32_values("y", file.y), 0
+        else:
+            y, num_classes = _labels(file.y)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    _, split_key = jax.random.split(key)  # as load_dataset: the other half generates data
+    x_train, y_train, x_test, y_test = datasets.train_test_split(
+        split_key, x, y, config["test_fraction"]
+    )
+    x_train, x_test, _, _ = datasets.standardize(x_train, x_test)
+    scale = None
+    if regression:
+        y_train, y_test, mean, std = datasets.standardize(y_train[:, None], y_test[:, None])
+        scale = (float(mean[0]), float(std[0]))
+    dataset = datasets.Dataset(name(config), x_train, y_train, x_test, y_test, num_classes)
+    return RunData(dataset, scale, file.sha256)
+
+
+def _labels(y: np.ndarray) -> tuple[np.ndarray, int]:
+    """Class labels ``0 .. K-1`` as int32, and ``K``: at least 2, at most one per sample."""
+    try:
+        _validation.check_labels("y", y, len(y))
+    except ValueError as error:
+        raise ValueError(f"{error} (class labels; regression targets take --loss mse)") from None
+    num_classes = int(y.max()) + 1
+    if num_classes < 2:
+        raise ValueError("y holds class 0 only: classification needs two classes or more")
+    return y.astype(np.int32), num_classes
+
+
+def check_unchanged(saved: dict[str, Any], config: dict[str, Any]) -> None:
+    """Raises ValueError if the data file of ``config`` changed since ``saved`` recorded it.
+
+    Args:
+      saved: the configuration a run folder recorded, with its file's ``data_sha256``.
+      config: the configuration of the same run now, the file read again (``runs.Run.config``).
+
+    Raises:
+      ValueError: if both name the same file and its SHA-256 differs. A different file is a
+        different option, refused as such by ``folders.resume``.
+    """
+    data = config.get("data")
+    if data is None or saved.get("data") != data:
+        return
+    before, now = saved.get("data_sha256"), config.get("data_sha256")
+    if before != now:
+        raise ValueError(
+            f"the data file {data} changed since the run trained on it (SHA-256 "
+            f"{str(before)[:16]}... then, {str(now)[:16]}... now)"
+        )
