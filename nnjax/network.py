@@ -463,15 +463,8 @@ class DenseNetwork:
         """``forward_pass`` with this architecture; a dense network has no ``state`` (``()``)."""
         if jax.tree.leaves(state):
             raise ValueError("a DenseNetwork has no model state: pass state=()")
-        return forward_pass(
-            params,
-            x,
-            activation=self.activation,
-            loss=self.loss,
-            dropout_rate=dropout_rate,
-            key=key,
-            train=train,
-        )
+        arch = {"activation": self.activation, "loss": self.loss}
+        return forward_pass(params, x, **arch, dropout_rate=dropout_rate, key=key, train=train)
 
     def next_state(self, cache: Cache) -> tuple:
         """``()``: a dense network keeps no state."""
@@ -486,13 +479,7 @@ class DenseNetwork:
         return weight_penalty(params, l2)
 
     def backward(
-        self,
-        params: Params,
-        x: jax.Array,
-        y: jax.Array,
-        cache: Cache,
-        *,
-        l2: float | jax.Array = 0.0,
+        self, params: Params, x: jax.Array, y: jax.Array, cache: Cache, *, l2: Any = 0.0
     ) -> Params:
         """``backward_pass`` with this architecture."""
         return backward_pass(params, x, y, cache, activation=self.activation, loss=self.loss, l2=l2)
