@@ -1,4 +1,4 @@
-"""What the six experiments share: the command line, building and training a network, the output.
+"""What the experiments share: the command line, building and training a network, the output.
 
 Each experiment exposes ``run(...)``, which computes its numbers (a JSON-ready dict with a
 ``"claims"`` entry: each claim it tests, and whether it held) with size parameters whose defaults
