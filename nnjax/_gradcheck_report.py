@@ -1,20 +1,33 @@
-r"""The report of a gradient check, and the fixed-width tables it shares with ``nnjax.checks``.
+"""A gradient check's comparison leaf by leaf, its report, and the tables shared with ``checks``.
 
-``nnjax.gradcheck`` re-exports the report types. ``str(report)`` of a ``GradCheckReport`` is a
-table of each leaf's errors with the tolerances beneath, the worst coordinate of each leaf (the
-manual derivative beside the reverse-mode gradient, and beside the central difference where finite
-differences were taken), a note per leaf near a kink or computing in float32, and a verdict line
-naming the witnesses that failed.
+``nnjax.gradcheck`` evaluates the witnesses (``_Witnesses``) and re-exports the report types;
+``_leaf_report`` compares them with the manual gradient on one leaf. ``str(report)`` of a
+``GradCheckReport`` is a table of each leaf's errors with the tolerances beneath, the worst
+coordinate of each leaf (the manual derivative beside the reverse-mode gradient, and beside the
+central difference where finite differences were taken), a note per leaf near a kink or computing
+in float32, and a verdict line naming the witnesses that failed. ``CheckRow`` and
+``format_table`` make the table of ``nnjax check``; ``nnjax.checks`` re-exports them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DEFAULT_TOLERANCES", "Coordinate", "GradCheckReport", "LeafReport", "Tolerances"]
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "CheckRow",
+    "Coordinate",
+    "GradCheckReport",
+    "LeafReport",
+    "Tolerances",
+    "format_table",
+]
 
 
 class Tolerances(NamedTuple):
@@ -59,6 +72,139 @@ class LeafReport(NamedTuple):
 def _max_with_nan(values: Any) -> float:
     """The largest of ``values``, NaN if any of them is NaN."""
     return float(np.max(np.asarray(list(values), dtype=np.float64)))
+
+
+_TINY = np.finfo(np.float64).tiny
+_EPS = np.finfo(np.float64).eps
+
+
+class _Layout(NamedTuple):
+    """Where the leaves lie in the flat parameter vector: leaf ``i`` is ``bounds[i]:bounds[i+1]``."""
+
+    paths: list[str]
+    shapes: list[tuple[int, ...]]
+    sizes: list[int]
+    bounds: np.ndarray
+
+
+def _layout(params: Any, root: str) -> _Layout:
+    """Each leaf's path, shape, size and place in ``ravel_pytree(params)``, in leaves order.
+
+    A bare array (a leaf with an empty path) is named ``root``.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    paths = [jax.tree_util.keystr(p) or root for p, _ in flat]
+    shapes = [tuple(np.shape(leaf)) for _, leaf in flat]
+    sizes = [math.prod(shape) for shape in shapes]
+    return _Layout(paths, shapes, sizes, np.cumsum([0, *sizes]))
+
+
+class _Witnesses(NamedTuple):
+    """The manual gradient and what it is compared with, flat over all leaves, in NumPy."""
+
+    manual: np.ndarray
+    reverse: np.ndarray
+    directions: np.ndarray  # (leaves, num_directions, n)
+    jvps: np.ndarray  # (leaves, num_directions)
+    coords: np.ndarray
+    central: np.ndarray  # central differences at coords
+    one_sided_gap: np.ndarray  # |forward - backward difference| at coords
+    nudges: np.ndarray  # (leaves, n)
+    nudged_change: np.ndarray  # (leaves,): f(theta + nudge) - f(theta)
+    f0: np.ndarray  # f(theta), in f's own dtype
+
+
+def _forward_error(directions: np.ndarray, manual: np.ndarray, jvps: np.ndarray) -> float:
+    """Largest :math:`|\\mathrm{jvp} - \\langle g, v \\rangle| / \\max(\\|g\\| \\|v\\|, |\\mathrm{jvp}|)`.
+
+    ``directions`` and ``manual`` are restricted to one leaf: the other leaves' entries (possibly
+    NaN) do not enter, even multiplied by the directions' zeros there.
+    """
+    dots = directions @ manual
+    scale = np.maximum(np.linalg.norm(manual) * np.linalg.norm(directions, axis=1), np.abs(jvps))
+    return float(np.max(np.abs(jvps - dots) / np.maximum(scale, _TINY)))
+
+
+def _coordinate(layout: _Layout, i: int, flat: int, manual: float, reference: float) -> Coordinate:
+    """Coordinate ``flat`` of the flat parameter vector, indexed within leaf ``i``."""
+    index = np.unravel_index(flat - layout.bounds[i], layout.shapes[i])
+    return Coordinate(tuple(int(j) for j in index), float(manual), float(reference))
+
+
+def _finite_difference_error(
+    w: _Witnesses, in_leaf: np.ndarray, scale: float, kink_tolerance: float
+) -> tuple[float, int, int, int | None]:
+    """The leaf's finite-difference error, the coordinates measured and left out, and the worst.
+
+    In order: the error (NaN if every coordinate is near a kink), the number of coordinates it is
+    measured on, the number left out as near a kink, and the position in ``w.coords`` of the
+    coordinate furthest from its central difference (None if none is measured).
+    """
+    kink = in_leaf & (w.one_sided_gap > kink_tolerance * max(scale, _TINY))
+    ok = in_leaf & ~kink
+    if not ok.any():
+        return math.nan, 0, int(kink.sum()), None
+    fd_diff = np.abs(w.central[ok] - w.manual[w.coords[ok]])
+    fd_scale = max(scale, np.max(np.abs(w.central[ok])))
+    worst = int(np.flatnonzero(ok)[_argmax_nan_first(fd_diff)])
+    error = float(np.max(fd_diff) / max(fd_scale, _TINY))
+    return error, int(ok.sum()), int(kink.sum()), worst
+
+
+def _argmax_nan_first(values: np.ndarray) -> int:
+    """The position of the first NaN in ``values``, else of its largest element."""
+    return int(np.argmax(np.where(np.isnan(values), np.inf, values)))
+
+
+def _computes_in_float32(w: _Witnesses, i: int, lo: int, hi: int) -> bool:
+    r"""Whether ``f`` has float32 resolution in leaf ``i``.
+
+    True if ``f`` returns a narrower type than float64, or if nudging the leaf by
+    :math:`\delta = 2^{-30}\,\theta \odot r` (below float32's resolution) changes ``f`` by
+    other than :math:`\langle \nabla f, \delta \rangle` (within 25%), where that change is at
+    least :math:`10^4` float64 roundings of :math:`|f(\theta)|`.
+    """
+    if jnp.finfo(w.f0.dtype).bits < 64:
+        return True
+    expected = float(w.nudges[i, lo:hi] @ w.reverse[lo:hi])
+    resolvable = abs(expected) > 1e4 * _EPS * abs(float(w.f0))
+    return resolvable and abs(float(w.nudged_change[i]) - expected) > 0.25 * abs(expected)
+
+
+def _leaf_report(
+    i: int, layout: _Layout, w: _Witnesses, kink_tolerance: float, tolerances: Tolerances
+) -> LeafReport:
+    """The three errors of leaf ``i``, its worst coordinates and its verdict.
+
+    Where ``f`` computes in float32, rounding noise would pass for kinks: none is left out.
+    """
+    lo, hi = layout.bounds[i], layout.bounds[i + 1]
+    m, r = w.manual[lo:hi], w.reverse[lo:hi]
+    scale = max(np.max(np.abs(m), initial=0.0), np.max(np.abs(r), initial=0.0))
+    reverse_error = float(np.max(np.abs(m - r), initial=0.0) / max(scale, _TINY))
+    forward_error = _forward_error(w.directions[i][:, lo:hi], m, w.jvps[i])
+    in_leaf = (w.coords >= lo) & (w.coords < hi)
+    float32 = _computes_in_float32(w, i, lo, hi)
+    fd_error, checked, near_kink, fd_worst = _finite_difference_error(
+        w, in_leaf, scale, math.inf if float32 else kink_tolerance
+    )
+    passed = (
+        reverse_error <= tolerances.reverse
+        and forward_error <= tolerances.forward
+        and fd_error <= tolerances.finite_difference  # False for NaN
+    )
+    worst = None
+    if hi > lo:
+        j = lo + _argmax_nan_first(np.abs(m - r))
+        worst = _coordinate(layout, i, j, w.manual[j], w.reverse[j])
+    worst_fd = None
+    if fd_worst is not None:
+        j = w.coords[fd_worst]
+        worst_fd = _coordinate(layout, i, j, w.manual[j], w.central[fd_worst])
+    errors = (reverse_error, forward_error, fd_error)
+    return LeafReport(
+        layout.paths[i], *errors, checked, near_kink, passed, worst, worst_fd, float32
+    )
 
 
 class GradCheckReport(NamedTuple):
@@ -242,3 +388,72 @@ def _render_report(report: Any) -> str:
     if any(leaf.worst is not None for leaf in report.leaves):
         parts.append(_worst_table(report))
     return "\n\n".join([*parts, "\n".join([*_notes(report), _verdict(report)])])
+
+
+class CheckRow(NamedTuple):
+    """One row of the ``nnjax.checks.run_checks`` table. Errors absent for a row's kind are None."""
+
+    name: str
+    reverse_error: float | None
+    forward_error: float | None
+    finite_difference_error: float | None
+    reference_error: float | None
+    tolerances: str
+    near_kink: int
+    passed: bool
+
+
+def _row_from_report(name: str, report: GradCheckReport) -> CheckRow:
+    """The row of a gradient check: its errors, tolerances, kinks and verdict."""
+    tol = report.tolerances
+    return CheckRow(
+        name,
+        report.reverse_error,
+        report.forward_error,
+        report.finite_difference_error,
+        None,
+        f"{tol.reverse:.0e}/{tol.forward:.0e}/{tol.finite_difference:.0e}",
+        report.near_kink,
+        report.passed,
+    )
+
+
+def _check_columns(names: Sequence[str]) -> list[tuple[str, str, int]]:
+    """The check table's columns, the first as wide as the longest of ``names``."""
+    return [
+        ("check", "<", max(map(len, names), default=0)),
+        *_ERROR_COLUMNS,
+        ("optax", ">", 8),
+        ("tolerance", "<", 17),
+        ("kinks", ">", 5),
+        ("result", "<", 0),
+    ]
+
+
+def _check_cells(row: CheckRow) -> tuple[str, ...]:
+    """A row as the cells of its line."""
+    return (
+        row.name,
+        *_error_cells(row),
+        _format_error(row.reference_error),
+        row.tolerances,
+        str(row.near_kink),
+        _format_verdict(row.passed),
+    )
+
+
+def _check_summary(rows: Sequence[CheckRow]) -> str:
+    """The line under the check table: how many rows passed and failed."""
+    failed = sum(not row.passed for row in rows)
+    return (
+        f"{len(rows) - failed} passed, {failed} failed (float64; tolerance = "
+        "reverse/forward/fin-diff, relative)"
+    )
+
+
+def format_table(rows: Sequence[CheckRow]) -> str:
+    """Renders ``nnjax.checks.run_checks`` rows as a fixed-width table with a summary line."""
+    table = _format_columns(
+        _check_columns([row.name for row in rows]), [_check_cells(row) for row in rows]
+    )
+    return f"{table}\n{_check_summary(rows)}"

@@ -10,9 +10,14 @@ One row per check:
   100 steps on a fixed objective (``optimizer_trajectory``), to a relative error of 1e-12.
 
 ``nnjax check`` or ``python -m nnjax.checks`` prints the table a row at a time, as each check
-finishes (the checks run on a few threads: most of their time is XLA compiling, which runs in
-parallel); the exit code is 1 if any row fails. ``only`` keeps the rows whose name contains one
-of the given strings.
+finishes (the checks run on a few threads, so that one traces while another compiles); the exit
+code is 1 if any row fails. ``only`` keeps the rows whose name contains one of the given strings.
+
+Each kind of row is a function from a key to a list of ``_Check`` (a name and the thunk that
+computes the row), listed in ``_all_checks``. A row draws its point from the key in a compiled
+function shared by the rows of its kind, and gives ``check_gradient`` functions that take the
+data as ``args`` (built once per configuration, ``functools.cache``): most of the time is
+compiling, and a program is compiled once for every row that shares it.
 """
 
 from __future__ import annotations
@@ -30,17 +35,16 @@ import jax.numpy as jnp
 import optax
 
 from nnjax import activations, losses, network, optimizers
-from nnjax.gradcheck import (
-    _ERROR_COLUMNS,
-    GradCheckReport,
-    _error_cells,
+from nnjax._gradcheck_report import (
+    CheckRow,
+    _check_cells,
+    _check_columns,
+    _check_summary,
     _format_columns,
-    _format_error,
-    _format_verdict,
-    _jit_unoptimized,
-    check_gradient,
-    tree_relative_error,
+    _row_from_report,
+    format_table,
 )
+from nnjax.gradcheck import GradCheckReport, _jit_unoptimized, check_gradient, tree_relative_error
 
 __all__ = [
     "CheckRow",
@@ -55,33 +59,6 @@ __all__ = [
 ]
 
 
-class CheckRow(NamedTuple):
-    """One row of the ``run_checks`` table. Errors absent for a row's kind are None."""
-
-    name: str
-    reverse_error: float | None
-    forward_error: float | None
-    finite_difference_error: float | None
-    reference_error: float | None
-    tolerances: str
-    near_kink: int
-    passed: bool
-
-
-def _row_from_report(name: str, report: GradCheckReport) -> CheckRow:
-    tol = report.tolerances
-    return CheckRow(
-        name,
-        report.reverse_error,
-        report.forward_error,
-        report.finite_difference_error,
-        None,
-        f"{tol.reverse:.0e}/{tol.forward:.0e}/{tol.finite_difference:.0e}",
-        report.near_kink,
-        report.passed,
-    )
-
-
 class _Check(NamedTuple):
     """A row of the table before it runs: its name, and the thunk that computes it."""
 
@@ -89,16 +66,25 @@ class _Check(NamedTuple):
     run: Callable[[], CheckRow]
 
 
-def _activation_row(key: jax.Array, name: str) -> CheckRow:
+@_jit_unoptimized
+def _activation_point(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The activation rows' ``x``, magnitudes in [0.1, 4) away from ReLU's kink at 0, and ``c``."""
     k_x, k_c, k_sign = jax.random.split(key, 3)
-    # Magnitudes in [0.1, 4): away from ReLU's kink at 0.
     x = jax.random.uniform(k_x, (4, 5), jnp.float64, 0.1, 4.0)
     x = x * jnp.where(jax.random.bernoulli(k_sign, 0.5, x.shape), 1.0, -1.0)
-    c = jax.random.normal(k_c, x.shape, jnp.float64)
+    return x, jax.random.normal(k_c, x.shape, jnp.float64)
+
+
+@functools.cache
+def _activation_functions(name: str) -> tuple[Callable, Callable]:
+    r""":math:`\sum c \odot f(x)` and its gradient :math:`c \odot f'(x)`, of ``(x, c)``."""
     act = activations.ACTIVATIONS[name]
-    report = check_gradient(
-        lambda x: jnp.sum(c * act.fn(x)), lambda x: c * act.derivative(x), x, key=key
-    )
+    return (lambda x, c: jnp.sum(c * act.fn(x))), (lambda x, c: c * act.derivative(x))
+
+
+def _activation_row(key: jax.Array, name: str) -> CheckRow:
+    x, c = _activation_point(key)
+    report = check_gradient(*_activation_functions(name), x, key=key, args=(c,))
     return _row_from_report(f"{name}_derivative", report)
 
 
@@ -120,13 +106,13 @@ _LOSS_CASES = (
 names of its target and input (the logits if not given)."""
 
 
-def _loss_row(key: jax.Array, case: tuple) -> CheckRow:
-    name, loss_name, y_name, pred_name = (*case, "logits")[:4]
-    loss, derivative = getattr(losses, loss_name), getattr(losses, name.split()[0])
+@_jit_unoptimized
+def _loss_point(key: jax.Array) -> dict[str, jax.Array]:
+    """Every target and input the loss rows take, by the names in ``_LOSS_CASES``."""
     k1, k2, k3 = jax.random.split(key, 3)
     shape = (6, 3)
     labels = jax.random.randint(k2, (shape[0],), 0, shape[1])
-    data = {
+    return {
         "targets": jax.random.normal(k1, shape, jnp.float64),
         "binary": jax.random.bernoulli(k2, 0.5, shape).astype(jnp.float64),
         "probs": jax.random.uniform(k3, shape, jnp.float64, 0.05, 0.95),
@@ -134,10 +120,20 @@ def _loss_row(key: jax.Array, case: tuple) -> CheckRow:
         "labels": labels,
         "one_hot": jax.nn.one_hot(labels, shape[1], dtype=jnp.float64),
     }
-    y = data[y_name]
-    report = check_gradient(
-        lambda p: loss(y, p), lambda p: derivative(y, p), data[pred_name], key=key
-    )
+
+
+@functools.cache
+def _loss_functions(loss_name: str, derivative_name: str) -> tuple[Callable, Callable]:
+    """The loss and its derivative as functions of ``(prediction, target)``."""
+    loss, derivative = getattr(losses, loss_name), getattr(losses, derivative_name)
+    return (lambda p, y: loss(y, p)), (lambda p, y: derivative(y, p))
+
+
+def _loss_row(key: jax.Array, case: tuple) -> CheckRow:
+    name, loss_name, y_name, pred_name = (*case, "logits")[:4]
+    data = _loss_point(key)
+    functions = _loss_functions(loss_name, name.split()[0])
+    report = check_gradient(*functions, data[pred_name], key=key, args=(data[y_name],))
     return _row_from_report(name, report)
 
 
@@ -145,12 +141,46 @@ def _loss_checks(key: jax.Array) -> list[_Check]:
     return [_Check(case[0], functools.partial(_loss_row, key, case)) for case in _LOSS_CASES]
 
 
+@functools.partial(_jit_unoptimized, static_argnums=(1, 2, 3))
 def _network_targets(key: jax.Array, loss: str, batch: int, n_out: int) -> jax.Array:
     if loss == "mse":
         return jax.random.normal(key, (batch, n_out), jnp.float64)
     if loss == "binary_cross_entropy":
         return jax.random.bernoulli(key, 0.5, (batch, n_out)).astype(jnp.float64)
     return jax.random.randint(key, (batch,), 0, n_out)
+
+
+@functools.partial(_jit_unoptimized, static_argnums=(1, 2))
+def _network_point(key: jax.Array, layer_sizes: tuple[int, ...], batch: int) -> tuple:
+    """``check_backward_pass``'s parameters, inputs, and keys of the targets, the dropout masks and
+    the check, drawn from ``key``; one compiled program for every loss."""
+    k_params, k_bias, k_x, k_y, k_drop, k_check = jax.random.split(key, 6)
+    params = network.init_network(k_params, layer_sizes, "he", jnp.float64)
+    bias_keys = jax.random.split(k_bias, len(params))
+    params = [
+        {"W": p["W"], "b": 0.1 * jax.random.normal(k, p["b"].shape, jnp.float64)}
+        for p, k in zip(params, bias_keys, strict=True)
+    ]
+    x = jax.random.normal(k_x, (batch, layer_sizes[0]), jnp.float64)
+    return params, x, k_y, k_drop, k_check
+
+
+@functools.cache
+def _network_functions(
+    activation: str | tuple[str, ...], loss: str, l2: float, dropout_rate: float
+) -> tuple[Callable, Callable]:
+    """``network_loss`` and ``backward_pass`` as functions of ``(params, x, y, dropout key)``."""
+    arch = {"activation": activation, "loss": loss}
+    dropout = {"dropout_rate": dropout_rate, "train": dropout_rate > 0}
+
+    def f(p, x, y, key):
+        return network.network_loss(p, x, y, **arch, l2=l2, key=key, **dropout)
+
+    def manual(p, x, y, key):
+        _, cache = network.forward_pass(p, x, **arch, key=key, **dropout)
+        return network.backward_pass(p, x, y, cache, **arch, l2=l2)
+
+    return f, manual
 
 
 def check_backward_pass(
@@ -167,7 +197,8 @@ def check_backward_pass(
     """``check_gradient`` of ``network.backward_pass`` against ``network.network_loss``.
 
     Builds a network (He init, small random biases) and data from ``key``; with ``dropout_rate``
-    the masks come from a fixed key shared by the loss and the forward pass.
+    the masks come from a fixed key shared by the loss and the forward pass. Checks of the same
+    activation, loss, ``l2`` and ``dropout_rate`` at the same sizes share compiled programs.
 
     Args:
       key: ``jax.random`` key for the parameters, the data, the dropout masks and the check.
@@ -182,27 +213,12 @@ def check_backward_pass(
     Returns:
       The ``GradCheckReport``: one leaf per ``W`` and ``b`` of each layer.
     """
-    k_params, k_bias, k_x, k_y, k_drop, k_check = jax.random.split(key, 6)
+    activation = activation if isinstance(activation, str) else tuple(activation)
     with jax.enable_x64(True):
-        params = network.init_network(k_params, layer_sizes, "he", jnp.float64)
-        bias_keys = jax.random.split(k_bias, len(params))
-        params = [
-            {"W": p["W"], "b": 0.1 * jax.random.normal(k, p["b"].shape, jnp.float64)}
-            for p, k in zip(params, bias_keys, strict=True)
-        ]
-        x = jax.random.normal(k_x, (batch, layer_sizes[0]), jnp.float64)
+        params, x, k_y, k_drop, k_check = _network_point(key, tuple(layer_sizes), batch)
         y = _network_targets(k_y, loss, batch, layer_sizes[-1])
-    arch = {"activation": activation, "loss": loss}
-    dropout = {"dropout_rate": dropout_rate, "key": k_drop, "train": dropout_rate > 0}
-
-    def f(p):
-        return network.network_loss(p, x, y, **arch, l2=l2, **dropout)
-
-    def manual(p):
-        _, cache = network.forward_pass(p, x, **arch, **dropout)
-        return network.backward_pass(p, x, y, cache, **arch, l2=l2)
-
-    return check_gradient(f, manual, params, key=k_check, **check_kwargs)
+    functions = _network_functions(activation, loss, float(l2), float(dropout_rate))
+    return check_gradient(*functions, params, key=k_check, args=(x, y, k_drop), **check_kwargs)
 
 
 def _backward_row(key: jax.Array, activation: str, loss: str, variant: tuple) -> CheckRow:
@@ -285,12 +301,18 @@ def optimizer_references() -> dict[
     }
 
 
-def _optimizer_row(key: jax.Array, name: str, tolerance: float = 1e-12) -> CheckRow:
+@_jit_unoptimized
+def _optimizer_start(key: jax.Array) -> Any:
+    """The optimizer rows' starting point: a nested pytree of float64 arrays."""
     k1, k2 = jax.random.split(key)
-    params = {
+    return {
         "layers": [{"W": jax.random.normal(k1, (3, 4), jnp.float64)}],
         "b": (jax.random.normal(k2, (4,), jnp.float64),),
     }
+
+
+def _optimizer_row(key: jax.Array, name: str, tolerance: float = 1e-12) -> CheckRow:
+    params = _optimizer_start(key)
     mine, reference = optimizer_references()[name]
     # optax.adam raises a Python float to its int32 count: not clean under strict promotion.
     with jax.numpy_dtype_promotion("standard"):
@@ -315,10 +337,16 @@ def _optimizer_checks(key: jax.Array) -> list[_Check]:
     ]
 
 
+@_jit_unoptimized
+def _family_keys(key: jax.Array) -> tuple[jax.Array, ...]:
+    """The keys of the activation, loss, backward-pass and optimizer rows."""
+    return tuple(jax.random.split(key, 4))
+
+
 def _all_checks(key: jax.Array | None) -> list[_Check]:
     """Every check, in the table's order; nothing runs yet."""
     key = jax.random.key(0) if key is None else key
-    k_act, k_loss, k_net, k_opt = jax.random.split(key, 4)
+    k_act, k_loss, k_net, k_opt = _family_keys(key)
     return [
         *_activation_checks(k_act),
         *_loss_checks(k_loss),
@@ -423,43 +451,6 @@ def run_checks(
     return rows
 
 
-def _columns(names: Sequence[str]) -> list[tuple[str, str, int]]:
-    """The table's columns, the first as wide as the longest of ``names``."""
-    return [
-        ("check", "<", max(map(len, names), default=0)),
-        *_ERROR_COLUMNS,
-        ("optax", ">", 8),
-        ("tolerance", "<", 17),
-        ("kinks", ">", 5),
-        ("result", "<", 0),
-    ]
-
-
-def _cells(row: CheckRow) -> tuple[str, ...]:
-    return (
-        row.name,
-        *_error_cells(row),
-        _format_error(row.reference_error),
-        row.tolerances,
-        str(row.near_kink),
-        _format_verdict(row.passed),
-    )
-
-
-def _summary(rows: Sequence[CheckRow]) -> str:
-    failed = sum(not row.passed for row in rows)
-    return (
-        f"{len(rows) - failed} passed, {failed} failed (float64; tolerance = "
-        "reverse/forward/fin-diff, relative)"
-    )
-
-
-def format_table(rows: Sequence[CheckRow]) -> str:
-    """Renders ``run_checks`` rows as a fixed-width table with a summary line."""
-    table = _format_columns(_columns([row.name for row in rows]), [_cells(row) for row in rows])
-    return f"{table}\n{_summary(rows)}"
-
-
 def main(only: str | Sequence[str] | None = None) -> int:
     """Prints the check table a row at a time as the checks finish.
 
@@ -471,16 +462,16 @@ def main(only: str | Sequence[str] | None = None) -> int:
       of ``only`` matches no check.
     """
     try:
-        columns = _columns(check_names(only))
+        columns = _check_columns(check_names(only))
     except ValueError as error:
         print(f"nnjax check: error: {error}", file=sys.stderr)
         return 2
     print(_format_columns(columns, []), flush=True)
     rows = []
     for row in iter_checks(only=only):
-        print(_format_columns(columns, [_cells(row)]).splitlines()[-1], flush=True)
+        print(_format_columns(columns, [_check_cells(row)]).splitlines()[-1], flush=True)
         rows.append(row)
-    print(_summary(rows))
+    print(_check_summary(rows))
     return 0 if all(row.passed for row in rows) else 1
 
 

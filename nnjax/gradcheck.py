@@ -9,9 +9,13 @@ r"""Proof that a hand-written gradient is right, three independent ways, in floa
    :math:`h = 10^{-5}\max(1, |\theta_i|)`, on every coordinate of each leaf, or on a random sample
    of ``max_coordinates`` coordinates of a leaf larger than that.
 
-It runs in three steps: probes (the forward-mode directions and the finite-difference offsets,
-drawn from ``key``), one jitted evaluation of the manual gradient and of the three witnesses, and
-a comparison leaf by leaf into a ``LeafReport``.
+It runs in three steps: probes (the forward-mode directions and the points of the finite
+differences, drawn from ``key``), one compiled evaluation of the manual gradient and of the three
+witnesses, and a comparison leaf by leaf into a ``LeafReport``. Both programs are compiled
+cheaply, XLA's optimizations off, once per shape (the evaluation once per ``f`` and
+``manual_grad`` too). The data ``f`` needs besides ``params`` can be passed as ``args``: traced,
+not baked into the program as constants, so that a check of the same functions at another point
+reuses the program.
 
 Everything runs under ``jax.enable_x64(True)`` with the floating-point leaves of ``params`` cast to
 float64, so rounding is far below the tolerances. Errors are relative to the size of the leaf's
@@ -46,7 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 import jax
@@ -54,14 +58,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from nnjax import _gradcheck_report
 from nnjax._gradcheck_report import (
     DEFAULT_TOLERANCES,
     Coordinate,
     GradCheckReport,
     LeafReport,
     Tolerances,
+    _layout,
+    _leaf_report,
     _max_with_nan,
+    _Witnesses,
 )
 from nnjax._validation import check_same_shape, check_tree_like
 
@@ -77,21 +83,44 @@ __all__ = [
     "tree_relative_error",
 ]
 
-# Checks run small functions once: XLA's optimization passes would cost more compile time than
-# they save at run time.
-_jit_unoptimized = functools.partial(
-    jax.jit, compiler_options={"xla_backend_optimization_level": 0}
-)
+_COMPILER_OPTIONS = {
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+    "xla_cpu_parallel_codegen_split_count": 1,
+}
+"""For small programs run once: XLA's optimization passes, its newer CPU fusion emitters and its
+parallel code generation cost more compile time than they save."""
 
-# The table helpers ``nnjax.checks`` shares.
-_ERROR_COLUMNS = _gradcheck_report._ERROR_COLUMNS
-_error_cells = _gradcheck_report._error_cells
-_format_columns = _gradcheck_report._format_columns
-_format_error = _gradcheck_report._format_error
-_format_verdict = _gradcheck_report._format_verdict
 
-_TINY = np.finfo(np.float64).tiny
-_EPS = np.finfo(np.float64).eps
+@functools.cache
+def _compiler_options() -> dict[str, Any]:
+    """``_COMPILER_OPTIONS``, or only the optimization level if this XLA rejects one of them."""
+    try:
+        jax.jit(lambda: 0, compiler_options=_COMPILER_OPTIONS).lower().compile()
+    except jax.errors.JaxRuntimeError:
+        return {"xla_backend_optimization_level": 0}
+    return _COMPILER_OPTIONS
+
+
+def _jit_unoptimized(fun: Callable, **jit_kwargs: Any) -> Callable:
+    """``jax.jit(fun, **jit_kwargs)`` compiled with ``_compiler_options()``, chosen on first use."""
+    jitted = functools.cache(
+        lambda: jax.jit(fun, compiler_options=_compiler_options(), **jit_kwargs)
+    )
+
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        return jitted()(*args, **kwargs)
+
+    return call
+
+
+def _memoized(factory: Callable, *fns: Callable) -> Any:
+    """``factory(*fns)`` from ``factory``'s cache, or built afresh if a function is unhashable."""
+    if all(isinstance(fn, Hashable) for fn in fns):
+        return factory(*fns)
+    return factory.__wrapped__(*fns)
+
 
 # Relative size of the nudge that tells float32 arithmetic inside f: far below float32's
 # resolution (6e-8), far above float64's (1.1e-16).
@@ -106,46 +135,25 @@ def _to_float64(tree: Any) -> Any:
     return jax.tree.map(cast, tree)
 
 
-class _Layout(NamedTuple):
-    """Where the leaves lie in the flat parameter vector: leaf ``i`` is ``bounds[i]:bounds[i+1]``."""
-
-    paths: list[str]
-    shapes: list[tuple[int, ...]]
-    sizes: list[int]
-    bounds: np.ndarray
-
-
-def _layout(params: Any, root: str) -> _Layout:
-    """Each leaf's path, shape, size and place in ``ravel_pytree(params)``, in leaves order.
-
-    A bare array (a leaf with an empty path) is named ``root``.
-    """
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    paths = [jax.tree_util.keystr(p) or root for p, _ in flat]
-    shapes = [tuple(np.shape(leaf)) for _, leaf in flat]
-    sizes = [math.prod(shape) for shape in shapes]
-    return _Layout(paths, shapes, sizes, np.cumsum([0, *sizes]))
-
-
 class _Probes(NamedTuple):
-    """Where ``f`` is evaluated besides ``theta``."""
+    """Where ``f`` is evaluated, and along which directions."""
 
     directions: jax.Array  # (leaves * num_directions, n), each supported on one leaf
-    coords: np.ndarray  # the finite-difference coordinates, sorted within each leaf
+    coords: jax.Array  # the finite-difference coordinates, sorted within each leaf
     steps: jax.Array  # h of each coordinate
-    offsets: jax.Array  # (coordinates, n): h e_i for each coordinate i
     nudges: jax.Array  # (leaves, n): _NUDGE theta_i r_i on one leaf, r its first direction
+    points: jax.Array  # theta, theta + h e_i and theta - h e_i per coordinate, theta + each nudge
 
 
-def _sample_coordinates(key: jax.Array, size: int, max_coordinates: int) -> np.ndarray:
+def _sample_coordinates(key: jax.Array, size: int, max_coordinates: int) -> jax.Array:
     """Sorted indices from ``0..size-1``: all of them, or ``max_coordinates`` of them.
 
     All are taken if ``size <= max_coordinates``, else ``max_coordinates`` of them are drawn
     without replacement.
     """
     if size <= max_coordinates:
-        return np.arange(size)
-    return np.sort(np.asarray(jax.random.choice(key, size, (max_coordinates,), replace=False)))
+        return jnp.arange(size)
+    return jnp.sort(jax.random.choice(key, size, (max_coordinates,), replace=False))
 
 
 def _directions(key: jax.Array, sizes: list[int], num_directions: int) -> jax.Array:
@@ -157,187 +165,75 @@ def _directions(key: jax.Array, sizes: list[int], num_directions: int) -> jax.Ar
     return (directions * leaf_masks[:, None, :]).reshape(-1, n)
 
 
+@functools.partial(_jit_unoptimized, static_argnums=(2, 3, 4))
 def _make_probes(
-    key: jax.Array,
-    theta: jax.Array,
-    layout: _Layout,
-    num_directions: int,
-    max_coordinates: int,
-    step: float,
+    key: jax.Array, params: Any, num_directions: int, max_coordinates: int, step: float
 ) -> _Probes:
-    """The forward-mode directions and the finite-difference offsets, drawn from ``key``."""
+    """The forward-mode directions and the points of the finite differences, drawn from ``key``.
+
+    One compiled program per shape of ``params``, shared by every check at that shape.
+    """
+    theta, _ = ravel_pytree(params)
+    sizes = [math.prod(jnp.shape(leaf)) for leaf in jax.tree.leaves(params)]
     dir_key, coord_key = jax.random.split(key)
-    leaf_keys = jax.random.split(coord_key, len(layout.sizes))
-    coords = np.concatenate(
+    leaf_keys = jax.random.split(coord_key, len(sizes))
+    starts = np.cumsum([0, *sizes[:-1]])
+    coords = jnp.concatenate(
         [
             lo + _sample_coordinates(k, size, max_coordinates)
-            for k, lo, size in zip(leaf_keys, layout.bounds[:-1], layout.sizes, strict=True)
+            for k, lo, size in zip(leaf_keys, starts, sizes, strict=True)
         ]
     )
     h = step * jnp.maximum(1.0, jnp.abs(theta[coords]))
-    offsets = jax.nn.one_hot(jnp.asarray(coords), theta.size, dtype=jnp.float64) * h[:, None]
-    directions = _directions(dir_key, layout.sizes, num_directions)
+    offsets = jax.nn.one_hot(coords, theta.size, dtype=jnp.float64) * h[:, None]
+    directions = _directions(dir_key, sizes, num_directions)
     nudges = _NUDGE * theta[None, :] * directions[::num_directions]
-    return _Probes(directions, coords, h, offsets, nudges)
+    shifts = jnp.concatenate([jnp.zeros_like(theta)[None, :], offsets, -offsets, nudges])
+    return _Probes(directions, coords, h, nudges, theta[None, :] + shifts)
 
 
-def _evaluate(
-    f: Callable[[Any], jax.Array],
-    manual_grad: Callable[[Any], Any],
-    unravel: Callable[[jax.Array], Any],
-    theta: jax.Array,
-    probes: _Probes,
-) -> tuple[np.ndarray, ...]:
-    """One jitted program computing the gradients, JVPs and values of ``f``, as NumPy arrays.
+@functools.lru_cache(maxsize=64)
+def _evaluator(f: Callable[..., jax.Array], manual_grad: Callable[..., Any]) -> Callable:
+    """The compiled evaluation of ``f`` and ``manual_grad``: one program per shape of the inputs.
 
-    These are the manual and reverse-mode gradients, the JVPs along the directions, and ``f`` at
-    ``theta``, at ``theta`` plus and minus each offset and at ``theta`` plus each nudge.
+    ``evaluate(params, args, directions, points)`` returns, flat over all leaves, the manual and
+    reverse-mode gradients, the JVPs along ``directions``, and ``f`` at each of ``points``.
     """
 
-    def f_flat(t):
-        return f(unravel(t))
+    def evaluate(params, args, directions, points):
+        manual = _to_float64(manual_grad(params, *args))
+        check_tree_like("manual gradient", manual, "params", params)
+        theta, unravel = ravel_pytree(params)
 
-    @_jit_unoptimized
-    def evaluate(theta, directions, offsets, nudges):
-        g_manual, _ = ravel_pytree(_to_float64(manual_grad(unravel(theta))))
-        g_reverse = jax.grad(f_flat)(theta)
+        def f_flat(t):
+            return f(unravel(t), *args)
+
         jvps = jax.vmap(lambda v: jax.jvp(f_flat, (theta,), (v,))[1])(directions)
-        f0 = f_flat(theta)
-        f_plus = jax.vmap(f_flat)(theta[None, :] + offsets)
-        f_minus = jax.vmap(f_flat)(theta[None, :] - offsets)
-        f_nudged = jax.vmap(f_flat)(theta[None, :] + nudges)
-        return g_manual, g_reverse, jvps, f0, f_plus, f_minus, f_nudged
+        return ravel_pytree(manual)[0], jax.grad(f_flat)(theta), jvps, jax.vmap(f_flat)(points)
 
-    return jax.device_get(evaluate(theta, probes.directions, probes.offsets, probes.nudges))
-
-
-class _Witnesses(NamedTuple):
-    """The manual gradient and what it is compared with, flat over all leaves, in NumPy."""
-
-    manual: np.ndarray
-    reverse: np.ndarray
-    directions: np.ndarray  # (leaves, num_directions, n)
-    jvps: np.ndarray  # (leaves, num_directions)
-    coords: np.ndarray
-    central: np.ndarray  # central differences at coords
-    one_sided_gap: np.ndarray  # |forward - backward difference| at coords
-    nudges: np.ndarray  # (leaves, n)
-    nudged_change: np.ndarray  # (leaves,): f(theta + nudge) - f(theta)
-    f0: np.ndarray  # f(theta), in f's own dtype
+    return _jit_unoptimized(evaluate)
 
 
 def _witnesses(
     values: tuple[np.ndarray, ...], probes: _Probes, num_leaves: int, num_directions: int
 ) -> _Witnesses:
     """Central and one-sided differences from the evaluation; directions and JVPs by leaf."""
-    g_manual, g_reverse, jvps, f0, f_plus, f_minus, f_nudged = values
-    h = np.asarray(probes.steps)
+    g_manual, g_reverse, jvps, f_values = values
+    m = len(probes.coords)
+    f0, f_plus, f_minus = f_values[0], f_values[1 : m + 1], f_values[m + 1 : 2 * m + 1]
+    h = probes.steps
     central = (f_plus - f_minus) / (2 * h)
     one_sided_gap = np.abs((f_plus - f0) / h - (f0 - f_minus) / h)
     shape = (num_leaves, num_directions)
-    directions = np.asarray(probes.directions).reshape(*shape, g_manual.size)
-    jvps = jvps.reshape(shape)
-    nudged_change = f_nudged.astype(np.float64) - np.float64(f0)
-    w = (g_manual, g_reverse, directions, jvps, probes.coords, central, one_sided_gap)
-    return _Witnesses(*w, np.asarray(probes.nudges), nudged_change, f0)
-
-
-def _forward_error(directions: np.ndarray, manual: np.ndarray, jvps: np.ndarray) -> float:
-    """Largest :math:`|\\mathrm{jvp} - \\langle g, v \\rangle| / \\max(\\|g\\| \\|v\\|, |\\mathrm{jvp}|)`.
-
-    ``directions`` and ``manual`` are restricted to one leaf: the other leaves' entries (possibly
-    NaN) do not enter, even multiplied by the directions' zeros there.
-    """
-    dots = directions @ manual
-    scale = np.maximum(np.linalg.norm(manual) * np.linalg.norm(directions, axis=1), np.abs(jvps))
-    return float(np.max(np.abs(jvps - dots) / np.maximum(scale, _TINY)))
-
-
-def _coordinate(layout: _Layout, i: int, flat: int, manual: float, reference: float) -> Coordinate:
-    """Coordinate ``flat`` of the flat parameter vector, indexed within leaf ``i``."""
-    index = np.unravel_index(flat - layout.bounds[i], layout.shapes[i])
-    return Coordinate(tuple(int(j) for j in index), float(manual), float(reference))
-
-
-def _finite_difference_error(
-    w: _Witnesses, in_leaf: np.ndarray, scale: float, kink_tolerance: float
-) -> tuple[float, int, int, int | None]:
-    """The leaf's finite-difference error, the coordinates measured and left out, and the worst.
-
-    In order: the error (NaN if every coordinate is near a kink), the number of coordinates it is
-    measured on, the number left out as near a kink, and the position in ``w.coords`` of the
-    coordinate furthest from its central difference (None if none is measured).
-    """
-    kink = in_leaf & (w.one_sided_gap > kink_tolerance * max(scale, _TINY))
-    ok = in_leaf & ~kink
-    if not ok.any():
-        return math.nan, 0, int(kink.sum()), None
-    fd_diff = np.abs(w.central[ok] - w.manual[w.coords[ok]])
-    fd_scale = max(scale, np.max(np.abs(w.central[ok])))
-    worst = int(np.flatnonzero(ok)[_argmax_nan_first(fd_diff)])
-    error = float(np.max(fd_diff) / max(fd_scale, _TINY))
-    return error, int(ok.sum()), int(kink.sum()), worst
-
-
-def _argmax_nan_first(values: np.ndarray) -> int:
-    """The position of the first NaN in ``values``, else of its largest element."""
-    return int(np.argmax(np.where(np.isnan(values), np.inf, values)))
-
-
-def _computes_in_float32(w: _Witnesses, i: int, lo: int, hi: int) -> bool:
-    r"""Whether ``f`` has float32 resolution in leaf ``i``.
-
-    True if ``f`` returns a narrower type than float64, or if nudging the leaf by
-    :math:`\delta = 2^{-30}\,\theta \odot r` (below float32's resolution) changes ``f`` by
-    other than :math:`\langle \nabla f, \delta \rangle` (within 25%), where that change is at
-    least :math:`10^4` float64 roundings of :math:`|f(\theta)|`.
-    """
-    if jnp.finfo(w.f0.dtype).bits < 64:
-        return True
-    expected = float(w.nudges[i, lo:hi] @ w.reverse[lo:hi])
-    resolvable = abs(expected) > 1e4 * _EPS * abs(float(w.f0))
-    return resolvable and abs(float(w.nudged_change[i]) - expected) > 0.25 * abs(expected)
-
-
-def _leaf_report(
-    i: int, layout: _Layout, w: _Witnesses, kink_tolerance: float, tolerances: Tolerances
-) -> LeafReport:
-    """The three errors of leaf ``i``, its worst coordinates and its verdict.
-
-    Where ``f`` computes in float32, rounding noise would pass for kinks: none is left out.
-    """
-    lo, hi = layout.bounds[i], layout.bounds[i + 1]
-    m, r = w.manual[lo:hi], w.reverse[lo:hi]
-    scale = max(np.max(np.abs(m), initial=0.0), np.max(np.abs(r), initial=0.0))
-    reverse_error = float(np.max(np.abs(m - r), initial=0.0) / max(scale, _TINY))
-    forward_error = _forward_error(w.directions[i][:, lo:hi], m, w.jvps[i])
-    in_leaf = (w.coords >= lo) & (w.coords < hi)
-    float32 = _computes_in_float32(w, i, lo, hi)
-    fd_error, checked, near_kink, fd_worst = _finite_difference_error(
-        w, in_leaf, scale, math.inf if float32 else kink_tolerance
-    )
-    passed = (
-        reverse_error <= tolerances.reverse
-        and forward_error <= tolerances.forward
-        and fd_error <= tolerances.finite_difference  # False for NaN
-    )
-    worst = None
-    if hi > lo:
-        j = lo + _argmax_nan_first(np.abs(m - r))
-        worst = _coordinate(layout, i, j, w.manual[j], w.reverse[j])
-    worst_fd = None
-    if fd_worst is not None:
-        j = w.coords[fd_worst]
-        worst_fd = _coordinate(layout, i, j, w.manual[j], w.central[fd_worst])
-    errors = (reverse_error, forward_error, fd_error)
-    return LeafReport(
-        layout.paths[i], *errors, checked, near_kink, passed, worst, worst_fd, float32
-    )
+    directions = probes.directions.reshape(*shape, g_manual.size)
+    nudged_change = f_values[2 * m + 1 :].astype(np.float64) - np.float64(f0)
+    w = (g_manual, g_reverse, directions, jvps.reshape(shape), probes.coords, central)
+    return _Witnesses(*w, one_sided_gap, probes.nudges, nudged_change, f0)
 
 
 def check_gradient(
-    f: Callable[[Any], jax.Array],
-    manual_grad: Callable[[Any], Any],
+    f: Callable[..., jax.Array],
+    manual_grad: Callable[..., Any],
     params: Any,
     *,
     key: jax.Array | None = None,
@@ -347,12 +243,14 @@ def check_gradient(
     kink_tolerance: float = 1e-3,
     tolerances: Tolerances = DEFAULT_TOLERANCES,
     name: str = "params",
+    args: tuple = (),
 ) -> GradCheckReport:
     """Checks ``manual_grad`` against reverse mode, forward mode and finite differences of ``f``.
 
     Args:
-      f: a scalar function of ``params`` (closing over any data it needs).
-      manual_grad: the hand-written gradient, returning a pytree shaped like ``params``.
+      f: a scalar function ``f(params, *args)``.
+      manual_grad: the hand-written gradient ``manual_grad(params, *args)``, returning a pytree
+        shaped like ``params``.
       params: the point to check at: any pytree of floating-point arrays.
       key: ``jax.random`` key for the forward-mode directions and the coordinate sample.
       num_directions: random directions per leaf for forward mode.
@@ -362,6 +260,9 @@ def check_gradient(
       kink_tolerance: relative disagreement of one-sided differences that marks a kink.
       tolerances: the largest errors that pass.
       name: the leaf's name in the report where ``params`` is a bare array.
+      args: the data ``f`` and ``manual_grad`` take after ``params``: arrays or pytrees of them,
+        floating-point leaves cast to float64. They are traced: a later check of the same two
+        functions on data of the same shapes reuses the compiled program.
 
     Returns:
       A ``GradCheckReport`` with one ``LeafReport`` per leaf, in ``jax.tree.leaves`` order.
@@ -369,11 +270,11 @@ def check_gradient(
     key = jax.random.key(0) if key is None else key
     with jax.enable_x64(True):
         params = _to_float64(params)
-        check_tree_like("manual gradient", jax.eval_shape(manual_grad, params), "params", params)
-        theta, unravel = ravel_pytree(params)
         layout = _layout(params, name)
-        probes = _make_probes(key, theta, layout, num_directions, max_coordinates, step)
-        values = _evaluate(f, manual_grad, unravel, theta, probes)
+        probes = _make_probes(key, params, num_directions, max_coordinates, step)
+        evaluate = _memoized(_evaluator, f, manual_grad)
+        values = evaluate(params, _to_float64(tuple(args)), probes.directions, probes.points)
+        values, probes = jax.device_get((values, probes))
         w = _witnesses(values, probes, len(layout.sizes), num_directions)
     reports = [
         _leaf_report(i, layout, w, kink_tolerance, tolerances) for i in range(len(layout.paths))
@@ -381,24 +282,33 @@ def check_gradient(
     return GradCheckReport(tuple(reports), tolerances)
 
 
-def _normal_like(key: jax.Array, tree: Any) -> Any:
-    """Standard normal float64 draws shaped like each leaf of ``tree``, one key per leaf."""
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    draws = [
-        jax.random.normal(k, jnp.shape(leaf), jnp.float64)
-        for k, leaf in zip(keys, leaves, strict=True)
-    ]
+@functools.partial(_jit_unoptimized, static_argnums=(1, 2))
+def _normal_like(key: jax.Array, treedef: Any, shapes: tuple[tuple[int, ...], ...]) -> Any:
+    """Standard normal float64 draws of ``shapes`` in the tree ``treedef``, one key per leaf."""
+    keys = jax.random.split(key, len(shapes))
+    draws = [jax.random.normal(k, s, jnp.float64) for k, s in zip(keys, shapes, strict=True)]
     return jax.tree.unflatten(treedef, draws)
 
 
+@functools.lru_cache(maxsize=64)
+def _contraction(f: Callable[..., Any]) -> Callable[..., jax.Array]:
+    r""":math:`\langle u, f(x) \rangle` as a function of ``(x, u, *args)``."""
+
+    def contraction(x, u, *args):
+        pairs = zip(jax.tree.leaves(u), jax.tree.leaves(f(x, *args)), strict=True)
+        return sum(jnp.vdot(a, jnp.asarray(b, jnp.float64)) for a, b in pairs)
+
+    return contraction
+
+
 def check_vjp(
-    f: Callable[[Any], Any],
-    manual_vjp: Callable[[Any, Any], Any],
+    f: Callable[..., Any],
+    manual_vjp: Callable[..., Any],
     x: Any,
     *,
     key: jax.Array | None = None,
     cotangent: Any = None,
+    args: tuple = (),
     **check_kwargs: Any,
 ) -> GradCheckReport:
     r"""Checks a hand-written vector-Jacobian product of a non-scalar ``f``.
@@ -411,11 +321,12 @@ def check_vjp(
     :math:`J_f^\top \mathbf{1} = 0`, and any ``manual_vjp`` vanishing there would pass.
 
     Args:
-      f: a function of ``x`` returning an array or a pytree of arrays.
-      manual_vjp: the hand-written VJP, ``manual_vjp(x, u)`` shaped like ``x``.
+      f: a function ``f(x, *args)`` returning an array or a pytree of arrays.
+      manual_vjp: the hand-written VJP, ``manual_vjp(x, u, *args)`` shaped like ``x``.
       x: the point to check at: an array or any pytree of floating-point arrays.
       key: ``jax.random`` key for the cotangent and the check.
       cotangent: :math:`u`, shaped like ``f(x)``; drawn from ``key`` if None.
+      args: the data ``f`` and ``manual_vjp`` take last, traced, as in ``check_gradient``.
       **check_kwargs: passed on to ``check_gradient``.
 
     Returns:
@@ -425,17 +336,17 @@ def check_vjp(
     key = jax.random.key(0) if key is None else key
     cotangent_key, check_key = jax.random.split(key)
     with jax.enable_x64(True):
-        x = _to_float64(x)
+        x, args = _to_float64((x, tuple(args)))
         if cotangent is None:
-            cotangent = _normal_like(cotangent_key, jax.eval_shape(f, x))
+            leaves, treedef = jax.tree.flatten(jax.eval_shape(f, x, *args))
+            shapes = tuple(tuple(leaf.shape) for leaf in leaves)
+            cotangent = _normal_like(cotangent_key, treedef, shapes)
         u = _to_float64(cotangent)
-
-    def contraction(x):
-        pairs = zip(jax.tree.leaves(u), jax.tree.leaves(f(x)), strict=True)
-        return sum(jnp.vdot(a, jnp.asarray(b, jnp.float64)) for a, b in pairs)
-
+    contraction = _memoized(_contraction, f)
     check_kwargs = {"name": "x", **check_kwargs}
-    return check_gradient(contraction, lambda x: manual_vjp(x, u), x, key=check_key, **check_kwargs)
+    return check_gradient(
+        contraction, manual_vjp, x, key=check_key, args=(u, *args), **check_kwargs
+    )
 
 
 def check_elementwise(

@@ -31,6 +31,36 @@ def test_backward_pass_checks(activation, loss, options):
     assert len(report.leaves) == 4
 
 
+def compile_count(thunk):
+    """The number of XLA compilations ``thunk()`` runs."""
+    events = []
+
+    def listener(event, *_, **__):
+        events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        thunk()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return events.count("/jax/core/compile/backend_compile_duration")
+
+
+def test_backward_pass_checks_of_one_configuration_share_their_compiled_programs():
+    """Another key gives other data to the same programs: nothing is compiled again."""
+    options = {"layer_sizes": (3, 5, 4), "activation": "relu", "loss": "softmax_cross_entropy"}
+    first = checks.check_backward_pass(jax.random.key(3), **options)
+    reports = []
+    assert (
+        compile_count(
+            lambda: reports.append(checks.check_backward_pass(jax.random.key(4), **options))
+        )
+        == 0
+    )
+    assert reports[0].passed, str(reports[0])
+    assert reports[0].leaves[0].worst != first.leaves[0].worst
+
+
 def test_table_and_exit_code(monkeypatch, capsys):
     good = checks.CheckRow("good", 0.0, 0.0, 1e-9, None, "1e-10", 0, True)
     bad = checks.CheckRow("bad", 1.0, 1.0, 1.0, None, "1e-10", 0, False)

@@ -146,6 +146,48 @@ def test_nan_in_one_leaf_fails_that_leaf_only_and_the_aggregates_are_nan():
     assert checks.format_table([row]).splitlines()[2].split()[1:4] == ["nan"] * 3
 
 
+def test_args_are_passed_as_data_not_kept_from_an_earlier_check():
+    """``f(params, *args)``: a second check of the same functions sees its own data, though it
+    reuses the first check's compiled program."""
+    x = jnp.linspace(-1.0, 1.0, 5)
+    ones, twos = jnp.ones(5), jnp.full(5, 2.0)
+
+    def f(x, c):
+        return jnp.sum(c * jnp.sin(x))
+
+    def ignores_c(x, c):
+        return jnp.cos(x)
+
+    assert gradcheck.check_gradient(f, ignores_c, x, args=(ones,)).passed
+    report = gradcheck.check_gradient(f, ignores_c, x, args=(twos,))
+    assert not report.passed
+    assert report.reverse_error == pytest.approx(0.5)
+
+
+def test_check_vjp_passes_args_after_the_cotangent():
+    x, w = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), jnp.arange(12.0).reshape(3, 4) / 10
+
+    def f(x, w):
+        return jnp.tanh(x @ w)
+
+    def manual_vjp(x, u, w):
+        return (u * (1 - f(x, w) ** 2)) @ w.T
+
+    report = gradcheck.check_vjp(f, manual_vjp, x, args=(w,))
+    assert report.passed, str(report)
+
+
+def test_compiler_options_this_xla_rejects_fall_back_to_the_optimization_level(monkeypatch):
+    assert gradcheck._compiler_options() is gradcheck._COMPILER_OPTIONS
+    bogus = {**gradcheck._COMPILER_OPTIONS, "xla_no_such_option": True}
+    monkeypatch.setattr(gradcheck, "_COMPILER_OPTIONS", bogus)
+    gradcheck._compiler_options.cache_clear()
+    try:
+        assert gradcheck._compiler_options() == {"xla_backend_optimization_level": 0}
+    finally:
+        gradcheck._compiler_options.cache_clear()
+
+
 def test_tree_relative_error_is_nan_if_any_leaf_is():
     expected = {"a": jnp.ones(3), "b": jnp.ones(2)}
     actual = {"a": jnp.ones(3), "b": jnp.array([1.0, jnp.nan])}
