@@ -7,7 +7,9 @@ One row per check:
 - ``network.backward_pass`` for every hidden activation and every pair of ``OUTPUT_LOSSES``,
   plain, with an L2 penalty and with dropout, by ``check_backward_pass``;
 - each optimizer against the optax transformation that computes the same: the parameters after
-  100 steps on a fixed objective (``optimizer_trajectory``), to a relative error of 1e-12.
+  100 steps on a fixed objective (``optimizer_trajectory``), to a relative error of 1e-12;
+- each layer's backward in each option that changes it, and a small CNN's backward as the
+  gradient of its objective (``layercheck.layer_checks``).
 
 ``nnjax check`` or ``python -m nnjax.checks`` prints the table a row at a time, as each check
 finishes (the checks run on a few threads, so that one traces while another compiles); the exit
@@ -34,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nnjax import activations, losses, network, optimizers
+from nnjax import activations, layercheck, losses, network, optimizers
 from nnjax._gradcheck_report import (
     CheckRow,
     _check_cells,
@@ -343,6 +345,16 @@ def _family_keys(key: jax.Array) -> tuple[jax.Array, ...]:
     return tuple(jax.random.split(key, 4))
 
 
+def _layer_checks(key: jax.Array) -> list[_Check]:
+    def row(name: str, check: Callable[[], GradCheckReport]) -> CheckRow:
+        return _row_from_report(name, check())
+
+    return [
+        _Check(name, functools.partial(row, name, check))
+        for name, check in layercheck.layer_checks(key)
+    ]
+
+
 def _all_checks(key: jax.Array | None) -> list[_Check]:
     """Every check, in the table's order; nothing runs yet."""
     key = jax.random.key(0) if key is None else key
@@ -352,6 +364,7 @@ def _all_checks(key: jax.Array | None) -> list[_Check]:
         *_loss_checks(k_loss),
         *_backward_checks(k_net),
         *_optimizer_checks(k_opt),
+        *_layer_checks(jax.random.fold_in(key, 4)),
     ]
 
 

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from nnjax import checks
+from nnjax import checks, layercheck
 
 
 def test_library_rows_for_activations_losses_and_optimizers_pass():
@@ -75,8 +75,9 @@ def test_table_and_exit_code(monkeypatch, capsys):
 
 def test_only_selects_rows_by_substring_and_rejects_a_filter_matching_nothing(capsys):
     names = checks.check_names()
-    assert len(names) == 51 and len(set(names)) == 51
+    assert len(names) == 66 and len(set(names)) == 66
     assert len(checks.check_names("backward_pass")) == 36
+    assert len(checks.check_names("layer ")) == len(layercheck.LAYER_CASES) == 14
     both = checks.check_names(["relu_derivative,sgd vs", "tanh_derivative"])
     assert both == ["relu_derivative", "tanh_derivative", "sgd vs optax, 100 steps"]
     with pytest.raises(ValueError, match="no check's name contains 'nope'"):
