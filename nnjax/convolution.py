@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from nnjax import _validation
-from nnjax.layers import Params, Shape, check_input
+from nnjax.layers import Params, Shape
 
 __all__ = ["Conv1D", "Conv2D", "conv_backward", "conv_forward"]
 
@@ -210,7 +210,9 @@ class _Conv:
         return {"W": W, "b": b}, {}, (*out, self.features)
 
     def forward(self, params, state, x, *, key=None, train=False):
-        x = check_input(type(self).__name__, x, self._rank + 2, f"(batch, {self._axes})")
+        x = _validation.check_layer_input(
+            type(self).__name__, x, self._rank + 2, f"(batch, {self._axes})"
+        )
         pads = self._pads(x.shape[1:-1])
         _output_shape(x.shape[1:-1], self.kernel_size, self.stride, pads)
         return conv_forward(params, x, self.stride, pads), x, state

@@ -77,14 +77,6 @@ class Layer(Protocol):
         ...
 
 
-def check_input(layer: str, x: jax.Array, ndim: int, layout: str) -> jax.Array:
-    """``x`` as a float array of ``ndim`` dimensions (batch included), or a ValueError naming it."""
-    x = _validation.check_float_array("x", x)
-    if x.ndim != ndim:
-        raise ValueError(f"{layer} takes x of shape {layout}, got shape {x.shape}")
-    return x
-
-
 def dense_forward(params: Params, x: jax.Array) -> jax.Array:
     r""":math:`z = x W^T + b`: ``x`` ``(batch, n_in)``, ``W`` ``(n_out, n_in)``, ``b`` ``(n_out,)``."""
     return x @ params["W"].T + params["b"][None, :]
@@ -131,7 +123,7 @@ class Dense:
         return {"W": W, "b": b}, {}, (self.features,)
 
     def forward(self, params, state, x, *, key=None, train=False):
-        x = check_input("Dense", x, 2, "(batch, n_in)")
+        x = _validation.check_layer_input("Dense", x, 2, "(batch, n_in)")
         return dense_forward(params, x), x, state
 
     def backward(self, params, dout, cache):

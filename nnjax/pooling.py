@@ -43,7 +43,6 @@ import numpy as np
 from jax import lax
 
 from nnjax import _validation
-from nnjax.layers import check_input
 
 __all__ = ["PADDINGS", "AvgPool1D", "AvgPool2D", "MaxPool1D", "MaxPool2D"]
 
@@ -174,7 +173,9 @@ class _Pool:
         return {}, {}, (*g.out, input_shape[-1])
 
     def forward(self, params, state, x, *, key=None, train=False):
-        x = check_input(type(self).__name__, x, self.rank + 2, f"(batch, {self.axes})")
+        x = _validation.check_layer_input(
+            type(self).__name__, x, self.rank + 2, f"(batch, {self.axes})"
+        )
         return self._pool(x, _geometry(self, x.shape[1:-1])), x, state
 
     def backward(self, params, dout, cache):

@@ -1,0 +1,7 @@
+"""``python -m nnjax``: the ``nnjax`` command (``nnjax.cli``)."""
+
+import sys
+
+from nnjax.cli import main
+
+sys.exit(main())
