@@ -34,7 +34,8 @@ checkpoint of them resumes exactly. ``TrainResult.diverged`` names the epoch and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -136,6 +137,21 @@ def check_optimizer(
         )
 
 
+@contextlib.contextmanager
+def _naming_targets(name: str) -> Iterator[None]:
+    """Prefixes a ValueError about targets with their name (``y`` or ``validation y``)."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
+def _targets_of(name: str, targets: Any, loss: str) -> jax.Array:
+    """``metrics.prepare_targets``, its errors naming the data set."""
+    with _naming_targets(name):
+        return metrics.prepare_targets(targets, loss)
+
+
 def checked_data(
     model: Model,
     params: Any,
@@ -159,7 +175,7 @@ def checked_data(
             raise ValueError(
                 f"{name} must have shape (n, {', '.join(map(str, shape))}), got {inputs.shape}"
             )
-        targets = metrics.prepare_targets(targets, model.loss)
+        targets = _targets_of(name[:-1] + "y", targets, model.loss)
         for what, array in ((name, inputs), (f"the targets of {name}", targets)):
             if not np.isfinite(np.asarray(array)).all():  # on the host: no compilation
                 raise ValueError(f"{what} hold non-finite values (NaN or inf)")
@@ -168,11 +184,12 @@ def checked_data(
                 f"{name} has {inputs.shape[0]} samples but its targets have {targets.shape[0]}"
             )
         # Tracing one evaluation runs every shape check of targets against outputs.
-        jax.eval_shape(
-            lambda p, s, x=inputs, y=targets: metrics.evaluate(p, x, y, model, state=s),
-            params,
-            model_state,
-        )
+        with _naming_targets(name[:-1] + "y"):
+            jax.eval_shape(
+                lambda p, s, x=inputs, y=targets: metrics.evaluate(p, x, y, model, state=s),
+                params,
+                model_state,
+            )
         checked.append((inputs, targets))
     (x, y), (x_val, y_val) = checked[0], checked[-1] if validation is not None else (x[:1], y[:1])
     return x, y, x_val, y_val

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "ARGUMENT_ORDER",
     "check_all_finite",
     "check_below_one_in",
     "check_choice",
@@ -394,6 +395,12 @@ def check_float_dtype(name: str, dtype: Any) -> jnp.dtype:
         raise TypeError(f"{name} must be a floating-point dtype, got {dtype!r}") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating-point dtype, got {dtype}")
+    if dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+        raise TypeError(
+            f"{name}={dtype} needs 64-bit JAX, which is off: call "
+            "jax.config.update('jax_enable_x64', True) first, or work inside "
+            "`with jax.enable_x64(True):`"
+        )
     return dtype
 
 
