@@ -91,6 +91,12 @@ def _output_shape(spatial_shape: Shape, window: Shape, stride: Shape, pads: Pads
     return out
 
 
+def _numbers(rank: int) -> tuple[str, str, str]:
+    """Dimension numbers of a channels-last input and a ``(*window, in, out)`` kernel."""
+    spatial = _spatial(rank)
+    return f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"
+
+
 def conv_forward(params: Params, x: jax.Array, stride: Shape, pads: Pads) -> jax.Array:
     r""":math:`y = W \star \tilde x + b` (module docstring), for any number of spatial axes.
 
@@ -103,14 +109,11 @@ def conv_forward(params: Params, x: jax.Array, stride: Shape, pads: Pads) -> jax
     Returns:
       :math:`y`, ``(batch, *outputs, out_channels)``.
     """
-    spatial = _spatial(x.ndim - 2)
-    y = lax.conv_general_dilated(
-        x,
-        params["W"],
-        stride,
-        pads,
-        dimension_numbers=(f"N{spatial}C", f"OI{spatial}", f"N{spatial}C"),
-    )
+    W = params["W"]
+    # The kernel as (*window, in, out): XLA:CPU's fast convolution takes this layout, and it
+    # does not transpose an (out, in, *window) kernel itself inside a compiled loop.
+    kernel = jnp.transpose(W, (*range(2, W.ndim), 1, 0))
+    y = lax.conv_general_dilated(x, kernel, stride, pads, dimension_numbers=_numbers(x.ndim - 2))
     return y + params["b"].reshape((1,) * (y.ndim - 1) + (-1,))
 
 
@@ -137,7 +140,7 @@ def conv_backward(
     """
     W = params["W"]
     rank = x.ndim - 2
-    spatial, ones = _spatial(rank), (1,) * rank
+    ones = (1,) * rank
     dx_pads, dW_pads = [], []
     for n, k, s, (lo, hi), t in zip(
         x.shape[1:-1], W.shape[2:], stride, pads, dout.shape[1:-1], strict=True
@@ -145,22 +148,21 @@ def conv_backward(
         leftover = n + lo + hi - k - (t - 1) * s
         dx_pads.append((k - 1 - lo, k - 1 - hi + leftover))
         dW_pads.append((lo, hi - leftover))
+    axes = tuple(range(2, W.ndim))
+    flipped = jnp.transpose(lax.rev(W, axes), (*axes, 0, 1))  # (*window, out, in)
+    numbers = _numbers(rank)
     dx = lax.conv_general_dilated(
-        dout,
-        lax.rev(W, tuple(range(2, W.ndim))),
-        ones,
-        dx_pads,
-        lhs_dilation=stride,
-        dimension_numbers=(f"N{spatial}C", f"IO{spatial}", f"N{spatial}C"),
+        dout, flipped, ones, dx_pads, lhs_dilation=stride, dimension_numbers=numbers
     )
-    dW = lax.conv_general_dilated(
-        x,
-        dout,
-        ones,
-        dW_pads,
-        rhs_dilation=stride,
-        dimension_numbers=(f"C{spatial}N", f"I{spatial}O", f"CN{spatial}"),
+    # The weight gradient as a convolution over the batch: in_channels play the batch, the
+    # batch the input channels, and the result is (in, *window, out).
+    last = x.ndim - 1
+    xt = jnp.transpose(x, (last, *range(1, last), 0))  # (in, *spatial, batch)
+    dt = jnp.transpose(dout, (*range(1, last), 0, last))  # (*outputs, batch, out)
+    g = lax.conv_general_dilated(
+        xt, dt, ones, dW_pads, rhs_dilation=stride, dimension_numbers=numbers
     )
+    dW = jnp.transpose(g, (last, 0, *range(1, last)))
     db = jnp.sum(dout, axis=tuple(range(dout.ndim - 1)))
     return dx, {"W": dW, "b": db}
 
