@@ -136,6 +136,11 @@ def check_layer(
         )
 
 
+def model_inputs(model: Sequential, key: jax.Array, batch: int = 4) -> tuple[Any, Any, jax.Array]:
+    """``layer_inputs`` for a whole ``Sequential`` model: ``(params, state, x)`` in float64."""
+    return layer_inputs(_ModelLayer(model), key, model.input_shape, batch)
+
+
 def check_model(
     model: Sequential, *, key: jax.Array | None = None, batch: int = 4, **check_kwargs: Any
 ) -> GradCheckReport:
@@ -148,7 +153,7 @@ def check_model(
     key = jax.random.key(0) if key is None else key
     point_key, y_key, layer_key, check_key = jax.random.split(key, 4)
     with jax.enable_x64(True):
-        params, state, x = layer_inputs(_ModelLayer(model), point_key, model.input_shape, batch)
+        params, state, x = model_inputs(model, point_key, batch)
         out_shape = jax.eval_shape(lambda p: model.forward(p, x, state=state)[0], params).shape
         if model.loss == "softmax_cross_entropy":
             y = jax.random.randint(y_key, (batch,), 0, out_shape[-1])

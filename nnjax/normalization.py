@@ -193,7 +193,9 @@ class LayerNorm:
         _validation.check_positive("epsilon", self.epsilon)
 
     def init(self, key, input_shape, dtype=jnp.float32):
-        _, params = _features_init(input_shape, dtype)
+        c, params = _features_init(input_shape, dtype)
+        if c < 2:
+            raise ValueError(f"LayerNorm needs 2 or more features to normalize over, got {c}")
         return params, {}, tuple(input_shape)
 
     def forward(self, params, state, x, *, key=None, train=False):

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nnjax
 from nnjax import layercheck, training
@@ -149,3 +151,47 @@ def test_batch_norm_statistics_travel_through_the_compiled_training_loop():
         training.train(
             params, x, y, model=model, optimizer=nnjax.adam(1e-2), epochs=1, key=jax.random.key(0)
         )
+
+
+_BLOCKS = (
+    "conv2d({c},3,padding=same)",
+    "conv2d({c},2,stride=2)",
+    "maxpool(2,stride=1)",
+    "avgpool(2)",
+    "batchnorm",
+    "layernorm",
+    "tanh",
+    "relu",
+    "residual(conv2d({c},3,padding=same),tanh)",
+)
+
+
+@settings(max_examples=5, deadline=None)
+@given(
+    size=st.integers(4, 6),
+    channels=st.integers(1, 2),
+    blocks=st.lists(st.sampled_from(_BLOCKS), min_size=1, max_size=3),
+    features=st.integers(1, 3),
+    loss=st.sampled_from(["softmax_cross_entropy", "mse"]),
+)
+def test_any_stack_of_layers_has_the_gradient_of_its_loss(size, channels, blocks, features, loss):
+    """Random shapes and layer stacks: the composed backward equals jax.grad of the objective."""
+    text = ",".join(b.format(c=features + 1) for b in blocks) + ",flatten,dense(3)"
+    try:
+        layers = parse_layers(text, (size, size, channels))
+        model = Sequential(layers, (size, size, channels), loss)
+        model.init(jax.random.key(0))
+    except ValueError:  # a window that no longer fits the shrunken input: not a model
+        return
+    with jax.enable_x64(True):
+        params, state, x = layercheck.model_inputs(model, jax.random.key(size))
+        y = jnp.arange(4) % 3 if loss != "mse" else jnp.ones((4, 3), jnp.float64)
+
+        def cache(p):
+            return model.forward(p, x, state=state, train=True)[1]
+
+        manual = jax.jit(lambda p: model.backward(p, x, y, cache(p), l2=0.1))(params)
+        autodiff = jax.jit(
+            jax.grad(lambda p: model.data_loss(p, y, cache(p)) + model.penalty(p, 0.1))
+        )(params)
+    chex.assert_trees_all_close(manual, autodiff, rtol=1e-10, atol=1e-13)
