@@ -109,6 +109,7 @@ SUBMODULES = (
     "progress",
     "regularization",
     "run_data",
+    "run_model",
     "run_plots",
     "runs",
     "sequential",

@@ -1,5 +1,5 @@
-"""Checkpoints of a training run: parameters, optimizer state, config, epoch and history in one
-safetensors file.
+"""Checkpoints of a training run: parameters, optimizer state, model state, config, epoch and
+history in one safetensors file.
 
 Why safetensors:
 
@@ -15,10 +15,11 @@ Why safetensors:
 
 Layout of the file:
 
-* tensors ``params<keystr>`` / ``opt_state<keystr>``: one per leaf, where ``<keystr>`` is
-  ``jax.tree_util.keystr`` of the leaf's key path, e.g. ``params[1]['W']`` or
-  ``opt_state[0].mu[0]['b']``. Dtypes safetensors' NumPy binding lacks (``bfloat16`` and the other
-  ``ml_dtypes``) are stored as their raw bits (``U8``/``U16``/...).
+* tensors ``params<keystr>`` / ``opt_state<keystr>`` / ``model_state<keystr>``: one per leaf,
+  where ``<keystr>`` is ``jax.tree_util.keystr`` of the leaf's key path, e.g. ``params[1]['W']``,
+  ``opt_state[0].mu[0]['b']`` or ``model_state[1]['mean']`` (BatchNorm's running statistics; a
+  model without state has none). Dtypes safetensors' NumPy binding lacks (``bfloat16`` and the
+  other ``ml_dtypes``) are stored as their raw bits (``U8``/``U16``/...).
 * the header's string metadata:
 
   - ``nnjax.format_version``: ``"2"`` (:data:`FORMAT_VERSION`).
@@ -31,8 +32,9 @@ Layout of the file:
     bytes, so a damaged file is refused rather than loaded with different values.
 
 Only arrays travel in the file, not the tree structure: loading takes templates (``params_like``,
-``opt_state_like``, e.g. freshly initialized parameters and ``optimizer.init(params)``) that give the
-structure, and every leaf is checked against them by key, shape and dtype.
+``opt_state_like``, ``model_state_like``, e.g. freshly initialized parameters and
+``optimizer.init(params)``) that give the structure, and every leaf is checked against them by
+key, shape and dtype.
 
 Checkpoints of format 1 (``.npz`` archives written by earlier versions) still load, read-only;
 the reader is chosen by the file's content, whatever its name.
@@ -60,20 +62,9 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
-from nnjax import _npz_checkpoints, _validation
-from nnjax._npz_checkpoints import (
-    _PREFIXES,
-    _as_numpy,
-    _check_leaf,
-    _check_names,
-    _Expected,
-    _flatten,
-    _parse_dtype_table,
-    _parse_object,
-    _short,
-    _storage,
-    _templates,
-)
+from nnjax import _checkpoint_trees, _npz_checkpoints, _validation
+from nnjax._checkpoint_trees import SAFETENSORS_DTYPES as _SAFETENSORS_DTYPES
+from nnjax._npz_checkpoints import _check_leaf, _Expected, _parse_dtype_table, _parse_object, _short
 from nnjax.files import atomic_write
 
 __all__ = [
@@ -101,15 +92,6 @@ _METADATA_KEYS = (_VERSION_KEY, _CONFIG_KEY, _EPOCH_KEY, _HISTORY_KEY, _DTYPES_K
 _MAX_HEADER_BYTES = 16 * 2**20
 """Largest header read or written: the metadata (config, history, dtype table) and tensor table."""
 
-_NUMPY_DTYPES = (
-    "bool uint8 int8 uint16 int16 float16 uint32 int32 float32 uint64 int64 float64 complex64"
-)
-_SAFETENSORS_DTYPES = {
-    "BOOL" if d.kind == "b" else f"{d.kind.upper()}{8 * d.itemsize}": d
-    for d in map(np.dtype, _NUMPY_DTYPES.split())
-}
-_STORABLE = frozenset(_SAFETENSORS_DTYPES.values())
-
 
 class Checkpoint(NamedTuple):
     """A loaded checkpoint.
@@ -120,6 +102,7 @@ class Checkpoint(NamedTuple):
       config: the JSON-decoded config dict.
       epoch: the epoch stored at save time.
       history: the JSON-decoded history dict (``{}`` for a format 1 checkpoint).
+      model_state: the model's state, with the structure of ``model_state_like``.
     """
 
     params: Any
@@ -127,6 +110,7 @@ class Checkpoint(NamedTuple):
     config: dict[str, Any]
     epoch: int
     history: dict[str, Any]
+    model_state: Any = ()
 
 
 class CheckpointHeader(NamedTuple):
@@ -170,6 +154,7 @@ def save_checkpoint(
     config: dict[str, Any],
     epoch: int,
     history: dict[str, Any] | None = None,
+    model_state: Any = (),
 ) -> pathlib.Path:
     """Writes a checkpoint atomically to ``path`` as a safetensors file.
 
@@ -184,6 +169,8 @@ def save_checkpoint(
       epoch: the number of completed epochs, an int ``>= 0``.
       history: a JSON-serializable dict, e.g. per-epoch series of floats (NaN and infinities
         round-trip exactly); ``None`` stores ``{}``.
+      model_state: any pytree, the model's state (``Sequential.init``'s second result, e.g.
+        BatchNorm's running statistics); ``()``, a model without state, stores no tensor.
 
     Leaves are stored in the dtype JAX holds them in (Python floats and float64 numpy arrays
     become float32 unless ``jax_enable_x64`` is on), so a load gives back exactly what JAX had.
@@ -205,17 +192,7 @@ def save_checkpoint(
     _validation.check_instance("history", history, dict)
     epoch = _validation.check_int_type("epoch", epoch, 0)
 
-    tensors: dict[str, np.ndarray] = {}
-    dtypes: dict[str, str] = {}
-    for prefix, tree in zip(_PREFIXES, (params, opt_state), strict=True):
-        keys, leaves, _ = _flatten(prefix, tree)
-        for key, leaf in zip(keys, leaves, strict=True):
-            arr = _as_numpy(leaf)
-            dtypes[key] = arr.dtype.name
-            storage = _storage(arr.dtype)
-            if storage not in _STORABLE:
-                raise ValueError(f"{key}: dtype {arr.dtype} cannot be stored in a checkpoint")
-            tensors[key] = np.asarray(arr.view(storage), order="C")
+    tensors, dtypes = _checkpoint_trees.stored_tensors((params, opt_state, model_state))
     metadata = {
         _VERSION_KEY: str(FORMAT_VERSION),
         _CONFIG_KEY: json.dumps(config),  # TypeError if not serializable
@@ -337,7 +314,7 @@ def _check_tensors(
     tensors: dict[str, _Tensor], dtypes: dict[str, np.dtype], expected: _Expected
 ) -> None:
     """Checks the tensor table and dtype table against the templates, before any data is read."""
-    _check_names(set(tensors), expected)
+    _checkpoint_trees.check_names(set(tensors), expected)
     if set(dtypes) != set(tensors):
         raise ValueError("the dtype table does not name the same tensors as the file holds")
     for key in expected:
@@ -396,6 +373,7 @@ def _read(
             if prefix[8:] == b"{":
                 return _read_safetensors(f, size, prefix[:8], expected)
             if prefix[:4] == b"PK\x03\x04":
+                expected = _checkpoint_trees.format_1_expected(expected)
                 (config, epoch), arrays = _npz_checkpoints.read(f, size, expected)
                 return CheckpointHeader(config, epoch, {}), arrays
         except (ValueError, RecursionError) as err:
@@ -437,7 +415,11 @@ def read_metadata(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], *, params_like: Any, opt_state_like: Any
+    path: str | os.PathLike[str],
+    *,
+    params_like: Any,
+    opt_state_like: Any,
+    model_state_like: Any = (),
 ) -> Checkpoint:
     """Reads a checkpoint written by :func:`save_checkpoint` (or a format 1 ``.npz`` one).
 
@@ -450,10 +432,13 @@ def load_checkpoint(
         freshly initialized parameters. Leaves may be arrays, ``jax.ShapeDtypeStruct``s (as
         from ``jax.eval_shape``) or scalars; their values are not used.
       opt_state_like: likewise for the optimizer state, e.g. ``optimizer.init(params_like)``.
+      model_state_like: likewise for the model's state; ``()`` (the default) for a model without,
+        as every checkpoint written before model state was saved.
 
     Returns:
-      ``Checkpoint(params, opt_state, config, epoch, history)``: the two trees have the structure
-      of their templates and ``jnp.ndarray`` leaves with the stored dtype and shape.
+      ``Checkpoint(params, opt_state, config, epoch, history, model_state)``: the three trees
+      have the structure of their templates and ``jnp.ndarray`` leaves with the stored dtype and
+      shape.
 
     Raises:
       FileNotFoundError: if ``path`` does not exist (the message names it).
@@ -465,13 +450,13 @@ def load_checkpoint(
         unexpected keys), or if a leaf's shape or dtype differs (the message names the leaf's
         key path, e.g. ``params[1]['W']``, and both shapes).
     """
-    expected, trees = _templates(params_like, opt_state_like)
+    expected, trees = _checkpoint_trees.templates(params_like, opt_state_like, model_state_like)
     header, arrays = _read(path, expected)
-    params, opt_state = (
+    params, opt_state, model_state = (
         jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[k]) for k in keys])
         for keys, treedef in trees
     )
-    return Checkpoint(params, opt_state, header.config, header.epoch, header.history)
+    return Checkpoint(params, opt_state, header.config, header.epoch, header.history, model_state)
 
 
 def save_params(path: str | os.PathLike[str], params: Any) -> pathlib.Path:

@@ -1,12 +1,13 @@
 """The ``nnjax`` command line: ``train``, ``plot`` and ``check``.
 
-``nnjax train`` trains a network on a dataset (or a data file, ``--data``) and writes a run
-folder: ``metrics.json`` (configuration, per-epoch history, test metrics, timings, versions),
-``checkpoint.npz``, and the plots (``history.png``, ``activations.png``, ``confusion_matrix.png``
-and, for 2-D data, ``decision_boundary.png``; for regression, ``predicted_vs_true.png``).
-``nnjax plot RUN`` redraws the plots from a run folder. ``nnjax check`` proves every hand-written
-derivative (see ``nnjax.checks``). The runs themselves are ``nnjax.runs``; this module parses the
-options and reports.
+``nnjax train`` trains a network on a dataset (or a data file, ``--data``): the dense network of
+``--hidden``, or any architecture written as ``--layers``. It writes a run folder:
+``metrics.json`` (configuration, per-epoch history, test metrics, timings, versions),
+``checkpoint.safetensors``, and the plots: ``history.png``; ``activations.png`` for a dense
+network; ``confusion_matrix.png`` and, for data of two features, ``decision_boundary.png`` for a
+classifier; ``predicted_vs_true.png`` for regression. ``nnjax plot RUN`` redraws a run folder's
+plots. ``nnjax check`` proves every hand-written derivative (see ``nnjax.checks``). The runs
+themselves are ``nnjax.runs``; this module parses the options and reports.
 
 Exit codes: 0 success, 1 training diverged or a check failed, 2 bad command-line options.
 """
@@ -24,28 +25,16 @@ from typing import Any, NoReturn
 
 import nnjax
 from nnjax import (
-    activations,
     checks,
     compilation_cache,
-    datafiles,
-    datasets,
     diagnostics,
     distributed,
     folders,
-    initializers,
     run_data,
     runs,
-    steps,
 )
-from nnjax.option_types import (
-    NONNEGATIVE_INT,
-    POSITIVE_INT,
-    SEED,
-    devices,
-    float_type,
-    hidden_sizes,
-    option_type,
-)
+from nnjax._train_options import add_model_options, add_parallel_options, add_training_options
+from nnjax.option_types import option_type
 
 __all__ = ["main"]
 
@@ -56,6 +45,7 @@ EXAMPLES = """examples:
       --optimizer momentum --lr 2 --epochs 2000 --batch-size 4
   nnjax train --dataset breast_cancer --loss binary_cross_entropy --grad autodiff
   nnjax train --data houses.csv --label-column price --loss mse   # regression on your data
+  nnjax train --layers "conv2d(16,3),relu,maxpool(2),flatten,dense(10)"  # a CNN on the digits
 """
 
 
@@ -69,164 +59,6 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------------------------------------
 # The parser
 
-_LEARNING_RATES = ", ".join(
-    f"{lr:g} for {name}" for name, lr in runs.DEFAULT_LEARNING_RATES.items()
-)
-_HYPERPARAMETERS = (
-    # flags, the key of runs.DEFAULT_CONFIG they set, type, help
-    (
-        ("--lr", "--learning-rate"),
-        "learning_rate",
-        float_type(0.0, low_inclusive=False),
-        f"learning rate > 0 (default: {_LEARNING_RATES})",
-    ),
-    (("--beta",), "beta", float_type(0.0, 1.0), "momentum decay"),
-    (("--beta1",), "beta1", float_type(0.0, 1.0), "Adam beta1"),
-    (("--beta2",), "beta2", float_type(0.0, 1.0), "Adam beta2"),
-    (("--epsilon",), "epsilon", float_type(0.0, low_inclusive=False), "Adam epsilon"),
-    (("--l2",), "l2", float_type(0.0), "L2 strength"),
-    (
-        ("--dropout", "--dropout-rate"),
-        "dropout",
-        float_type(0.0, 1.0),
-        "dropout rate on hidden layers, in [0, 1) (default: 0)",
-    ),
-    (("--epochs",), "epochs", POSITIVE_INT, "default: %(default)s"),
-    (("--batch-size",), "batch_size", POSITIVE_INT, "default: %(default)s"),
-    (("--seed",), "seed", SEED, "seed of every random choice, 0 .. 2**32-1 (default: 0)"),
-)
-
-
-_SIZES = ", ".join(f"{n} for {name}" for name, n in datasets.SYNTHETIC_DATASETS.items())
-
-
-def _add_data_options(group: Any) -> None:
-    add = group.add_mutually_exclusive_group().add_argument
-    add(
-        "--dataset",
-        choices=datasets.DATASETS,
-        default=runs.DEFAULT_CONFIG["dataset"],
-        help="a built-in dataset (default: %(default)s)",
-    )
-    add(
-        "--data",
-        metavar="FILE",
-        help="your own data instead, split and standardized as a dataset's: a .npz file with "
-        "arrays x (samples, features) and y (samples,), or a .csv file with a header row "
-        f"(at most {datafiles.MAX_BYTES >> 20} MiB; default: none)",
-    )
-    group.add_argument(
-        "--label-column",
-        metavar="NAME",
-        help="the --data .csv column of the labels, or of the targets with --loss mse "
-        "(default: the last column)",
-    )
-    group.add_argument(
-        "--n-samples",
-        type=POSITIVE_INT,
-        metavar="N",
-        help=f"the number of points of a synthetic dataset (default: {_SIZES})",
-    )
-
-
-def _add_model_options(group: Any) -> None:
-    default = runs.DEFAULT_CONFIG
-    add = group.add_argument
-    _add_data_options(group)
-    add(
-        "--test-fraction",
-        type=float_type(0.0, 1.0, low_inclusive=False),
-        default=default["test_fraction"],
-        help="fraction of the data held out for testing (default: %(default)s)",
-    )
-    add(
-        "--hidden",
-        type=hidden_sizes,
-        default=default["hidden"],
-        metavar="SIZES",
-        help="hidden layer sizes, comma-separated (default: "
-        f"{','.join(map(str, default['hidden']))})",
-    )
-    add(
-        "--activation",
-        choices=tuple(activations.ACTIVATIONS),
-        default=default["activation"],
-        help="hidden activation (default: %(default)s)",
-    )
-    add(
-        "--loss",
-        choices=runs.LOSSES,
-        default=default["loss"],
-        help="output and loss: softmax + cross-entropy, sigmoid + binary cross-entropy "
-        "from logits for two-class data, or identity + mean squared error for regression on "
-        "the --data targets, standardized (default: %(default)s)",
-    )
-    add(
-        "--init",
-        choices=tuple(initializers.INITIALIZERS),
-        default=default["init"],
-        help="weight initializer (default: he for relu, xavier otherwise)",
-    )
-
-
-def _add_training_options(group: Any) -> None:
-    default = runs.DEFAULT_CONFIG
-    group.add_argument(
-        "--optimizer",
-        choices=tuple(runs.DEFAULT_LEARNING_RATES),
-        default=default["optimizer"],
-        help="momentum is the spec's damped form; classical_momentum and nesterov are the "
-        "heavy-ball forms (default: %(default)s)",
-    )
-    for flags, key, parse, help_text in _HYPERPARAMETERS:
-        group.add_argument(*flags, dest=key, type=parse, default=default[key], help=help_text)
-    group.add_argument(
-        "--grad",
-        choices=steps.GRADIENT_SOURCES,
-        default=default["grad"],
-        help="gradients from backward_pass (manual) or jax.grad (autodiff)",
-    )
-    group.add_argument(
-        "--diagnostics",
-        type=NONNEGATIVE_INT,
-        default=default["diagnostics"],
-        metavar="EVERY",
-        help="record activation statistics, dead and saturated units, per-layer gradient norms "
-        "and update/weight ratios every EVERY epochs, plot them and warn about vanishing or "
-        "exploding gradients and dead ReLUs (0: off)",
-    )
-
-
-def _add_parallel_options(group: Any) -> None:
-    add = group.add_argument
-    add(
-        "--devices",
-        type=devices,
-        metavar="N|all",
-        help="data-parallel training over N local devices (or all): each minibatch is split "
-        "over them, parameters replicated; --batch-size must divide by N (default: one device)",
-    )
-    add(
-        "--coordinator",
-        metavar="HOST:PORT",
-        help="join a multi-process run whose process 0 serves at HOST:PORT "
-        "(jax.distributed; default: $JAX_COORDINATOR_ADDRESS, else one process). Every process "
-        "runs the same command with its own --process-id and loads its share of the data; "
-        "process 0 writes the run folder",
-    )
-    add(
-        "--num-processes",
-        type=POSITIVE_INT,
-        metavar="P",
-        help="processes in the run (default: $JAX_NUM_PROCESSES)",
-    )
-    add(
-        "--process-id",
-        type=NONNEGATIVE_INT,
-        metavar="I",
-        help="this process's index, 0 .. P-1 (default: $JAX_PROCESS_ID)",
-    )
-
 
 def _add_train(commands: Any, error: Callable[[str], NoReturn]) -> None:
     train = _subcommand(
@@ -235,16 +67,17 @@ def _add_train(commands: Any, error: Callable[[str], NoReturn]) -> None:
         error,
         help="train a network and write its metrics, plots and checkpoint",
         description=(
-            "Train a fully connected network with minibatch gradient descent, whole epochs "
-            "compiled, gradients from the hand-written backward_pass (or autodiff), and write "
-            "metrics.json, checkpoint.npz and PNG plots into the output folder."
+            "Train a fully connected network (or the layers of --layers) with minibatch "
+            "gradient descent, whole epochs compiled, gradients from the hand-written backward "
+            "passes (or autodiff), and write metrics.json, checkpoint.safetensors and PNG plots "
+            "into the output folder."
         ),
         epilog=EXAMPLES,
     )
     train.set_defaults(handler=_train)
-    _add_model_options(train.add_argument_group("data and network"))
-    _add_training_options(train.add_argument_group("optimizer and training"))
-    _add_parallel_options(train.add_argument_group("parallel and multi-process training"))
+    add_model_options(train.add_argument_group("data and network"))
+    add_training_options(train.add_argument_group("optimizer and training"))
+    add_parallel_options(train.add_argument_group("parallel and multi-process training"))
     output = train.add_argument_group("output")
     output.add_argument(
         "--output",
@@ -304,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
         "plot",
         parser.error,
         help="redraw the plots of a run folder",
-        description="Redraw the PNG plots of a run folder from its metrics.json and checkpoint."
+        description="Redraw the PNG plots of a run folder from its checkpoint: history.png; "
+        "activations.png for a dense network; confusion_matrix.png and, for two features, "
+        "decision_boundary.png for a classifier; predicted_vs_true.png for regression."
         "\n\nexample:\n  nnjax plot runs/digits",
     )
     plot.add_argument("run", type=Path, help="a folder written by nnjax train")
@@ -351,7 +186,10 @@ def _prepare(args: argparse.Namespace, config: dict[str, Any], folder: Path) -> 
 
 
 def _train(args: argparse.Namespace) -> int:
-    config = runs.make_config(**{key: getattr(args, key) for key in runs.DEFAULT_CONFIG})
+    try:
+        config = runs.make_config(**{key: getattr(args, key) for key in runs.DEFAULT_CONFIG})
+    except ValueError as error:
+        return _usage_error(str(error))
     folder = args.output or folders.default_folder(run_data.name(config), resume=args.resume)
     created = not folder.exists()
     with contextlib.ExitStack() as stack:

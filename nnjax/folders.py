@@ -3,8 +3,8 @@
 A run folder holds what ``nnjax train`` writes, and nothing else:
 
 - ``checkpoint.safetensors``: the run's state, and its only source of truth: parameters,
-  optimizer state, configuration (with every change ``--resume`` made to it), the epoch reached
-  and the whole per-epoch history.
+  optimizer state, model state (BatchNorm's running statistics), configuration (with every
+  change ``--resume`` made to it), the epoch reached and the whole per-epoch history.
 - ``metrics.json``: derived from the checkpoint (its history, the test metrics of its
   parameters, timings, versions), naming the checkpoint it was derived from by its SHA-256.
 - the PNG plots, derived too; ``metrics.json`` records the epoch they show (``plots_epoch``),
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import re
 import socket
@@ -36,9 +35,9 @@ from typing import Any, NamedTuple
 import filelock
 import jax
 
-from nnjax import _validation, checkpoints, metrics, run_data, runs, training
+from nnjax import _validation, checkpoints, run_data, run_model, runs, training
+from nnjax._run_history import check_history
 from nnjax.files import write_json
-from nnjax.metrics import DERIVED_KEYS, HISTORY_KEYS
 
 __all__ = [
     "CHECKPOINT",
@@ -239,35 +238,6 @@ def read_metrics(folder: Path) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
-def check_history(history: Any, epoch: int, source: str) -> dict[str, list[float]]:
-    """``history`` as per-epoch lists of floats (null read as NaN), checked against ``epoch``.
-
-    Each ``metrics.HISTORY_KEYS`` and ``metrics.DERIVED_KEYS`` series present has one value per
-    epoch; every diagnostics series has one value per entry of ``diagnostics_epoch``.
-
-    Raises:
-      ValueError: naming ``source`` and what is wrong.
-    """
-    if not isinstance(history, dict):
-        raise ValueError(f"{source}: the history is not a JSON object")
-    checked = {}
-    for name, series in history.items():
-        numbers = isinstance(series, list) and all(
-            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in series
-        )
-        if not numbers:
-            raise ValueError(f"{source}: history entry {name!r} is not a list of numbers")
-        checked[name] = [math.nan if v is None else float(v) for v in series]
-    recorded = len(checked.get("diagnostics_epoch", []))
-    for name, series in checked.items():
-        expected = epoch if name in (*HISTORY_KEYS, *DERIVED_KEYS) else recorded
-        if len(series) != expected:
-            raise ValueError(
-                f"{source}: history entry {name!r} has {len(series)} values, expected {expected}"
-            )
-    return checked
-
-
 def legacy_history(folder: Path, epoch: int) -> dict[str, list[float]]:
     """The history of a legacy folder's ``metrics.json``, checked against the checkpoint's epoch.
 
@@ -374,17 +344,25 @@ def resume(run: runs.Run, folder: Path) -> runs.Start:
         saved = run.load_checkpoint(path)
     except OSError as error:
         raise ValueError(f"cannot read {folder}: {error.strerror or error}") from None
-    return runs.Start(saved.params, saved.opt_state, epoch, history, (*earlier, *changes))
+    changes = (*earlier, *changes)
+    return runs.Start(saved.params, saved.opt_state, epoch, history, changes, saved.model_state)
 
 
 def _save(run: runs.Run, folder: Path, state: tuple, extra: dict[str, Any]) -> dict[str, Any]:
-    """Writes the checkpoint of ``state`` (params, opt_state, epoch, history, changes), then
-    returns the metrics.json content derived from it, ``extra`` included (not yet written)."""
-    params, opt_state, epoch, history, changes = state
+    """Writes the checkpoint of ``state`` (params, opt_state, model_state, epoch, history,
+    changes), then returns the metrics.json content derived from it, ``extra`` included (not yet
+    written)."""
+    params, opt_state, model_state, epoch, history, changes = state
     config = {**run.config, "changes": list(changes)}
     path = folder / CHECKPOINT
     checkpoints.save_checkpoint(
-        path, params=params, opt_state=opt_state, config=config, epoch=epoch, history=history
+        path,
+        params=params,
+        opt_state=opt_state,
+        config=config,
+        epoch=epoch,
+        history=history,
+        model_state=model_state,
     )
     return {
         "config": config,
@@ -412,23 +390,12 @@ def periodic_saver(
         by_seconds = every.seconds and now - last["time"] >= every.seconds
         if not (by_epochs or by_seconds):
             return
-        params, opt_state = jax.device_get((progress.params, progress.opt_state))
-        state = (params, opt_state, progress.epoch, progress.history, start.changes)
+        trees = jax.device_get((progress.params, progress.opt_state, progress.model_state))
+        state = (*trees, progress.epoch, progress.history, start.changes)
         write_json(folder / METRICS, _save(run, folder, state, {"test": None, "complete": False}))
         last.update(epoch=progress.epoch, time=now)
 
     return save
-
-
-_evaluate = jax.jit(metrics.evaluate, static_argnums=3)  # one program, not one per operation
-
-
-def _test_metrics(run: runs.Run, params: Any) -> dict[str, float]:
-    targets = metrics.prepare_targets(run.data.y_test, run.model.loss)
-    test_loss, test_accuracy = jax.device_get(
-        _evaluate(params, run.data.x_test, targets, run.model)
-    )
-    return metrics.test_metrics(float(test_loss), float(test_accuracy), run.model.loss, targets)
 
 
 def write_run_folder(
@@ -440,29 +407,32 @@ def write_run_folder(
     Only process 0 calls it (``runs.is_lead_process``).
     """
     folder = Path(folder)
-    # On this process's devices only, for the evaluation and plots below.
-    params, opt_state = jax.device_get((trained.result.params, trained.result.opt_state))
     result = trained.result
+    # On this process's devices only, for the evaluation and plots below.
+    params, opt_state, model_state = jax.device_get(
+        (result.params, result.opt_state, result.model_state)
+    )
     extra = {
-        "test": _test_metrics(run, params),
+        "test": run_model.test_metrics(run.model, run.data, params, model_state),
         "complete": trained.interrupted is None and result.diverged is None,
         "wall_seconds": trained.wall_seconds,
         "compile_seconds": result.compile_seconds,
         "steps_per_second": result.steps_per_second,
         "diverged": None if result.diverged is None else result.diverged._asdict(),
     }
-    state = (params, opt_state, trained.epoch, trained.history, trained.changes)
+    state = (params, opt_state, model_state, trained.epoch, trained.history, trained.changes)
     payload = _save(run, folder, state, extra)
     drawn = []
     if plots and result.diverged is None:
-        drawn = runs.write_plots(run, params, trained.history, folder)
+        drawn = runs.write_plots(run, params, trained.history, folder, model_state)
         payload["plots_epoch"] = trained.epoch
     write_json(folder / METRICS, payload)
     return Written(folder / CHECKPOINT, folder / METRICS, payload, drawn)
 
 
-def load_run_folder(folder: Path) -> tuple[runs.Run, Any, dict[str, list[float]], int]:
-    """The run of a folder nnjax wrote: the run, its saved parameters, history and epoch.
+def load_run_folder(folder: Path) -> tuple[runs.Run, Any, dict[str, list[float]], int, Any]:
+    """The run of a folder nnjax wrote: the run, its saved parameters, history, epoch and model
+    state.
 
     Raises:
       ValueError: naming the folder and what is wrong, if anything in it cannot be read, or if
@@ -478,20 +448,21 @@ def load_run_folder(folder: Path) -> tuple[runs.Run, Any, dict[str, list[float]]
     except (OSError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"cannot read the run folder {folder}: {error}") from None
     run_data.check_unchanged(config, run.config)
-    return run, saved.params, history, epoch
+    return run, saved.params, history, epoch, saved.model_state
 
 
 def redraw(folder: Path) -> list[Path]:
     """Draws the plots of ``folder`` again from its checkpoint, and records them in metrics.json
     (derived again from the checkpoint if it was stale)."""
     folder = Path(folder)
-    run, params, history, epoch = load_run_folder(folder)
-    paths = runs.write_plots(run, params, history, folder)
+    run, params, history, epoch, model_state = load_run_folder(folder)
+    paths = runs.write_plots(run, params, history, folder, model_state)
     payload = read_metrics(folder)
     path = checkpoint_path(folder)
     if payload is None or payload.get("checkpoint_sha256") != sha256(path):
         payload = {**(payload or {}), "config": run.config, "epochs_completed": epoch}
-        payload |= {"history": history, "test": _test_metrics(run, params)}
+        test = run_model.test_metrics(run.model, run.data, params, model_state)
+        payload |= {"history": history, "test": test}
         payload["checkpoint_sha256"] = sha256(path)
     write_json(folder / METRICS, payload | {"plots_epoch": epoch})
     return paths

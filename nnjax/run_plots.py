@@ -1,10 +1,10 @@
 r"""The plots of a run folder, drawn by ``nnjax train`` and ``nnjax plot``.
 
-Every run: the history (``plotting.plot_history``) and the activation functions. A classifier:
-the confusion matrix of the test split and, for 2-D inputs, the decision boundary. A regression
-(``loss="mse"``): each test target predicted against its true value
-(``plot_predicted_vs_true``), in the units of the data file. With diagnostics: the per-layer
-gradient norms and activation spreads.
+Every run: the history (``plotting.plot_history``); a dense network (not ``--layers``): the
+activation functions. A classifier: the confusion matrix of the test split and, for data of two
+features, the decision boundary. A regression (``loss="mse"``): each test target predicted
+against its true value (``plot_predicted_vs_true``), in the units of the data file. With
+diagnostics: the per-layer gradient norms and activation spreads.
 
 matplotlib is imported when a plot is drawn, not with this module.
 """
@@ -12,13 +12,15 @@ matplotlib is imported when a plot is drawn, not with this module.
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
-from nnjax import _validation, metrics, network
+from nnjax import _validation, metrics
+from nnjax.model import Model
 
 if TYPE_CHECKING:
     from nnjax.runs import Run
@@ -32,34 +34,36 @@ _LAYER_PLOTS = (
 )
 
 
-def write_plots(run: Run, params: Any, history: dict[str, list[float]], folder: Path) -> list[Path]:
+def write_plots(
+    run: Run, params: Any, history: dict[str, list[float]], folder: Path, state: Any = ()
+) -> list[Path]:
     """Draws a run's history, activations and test predictions into ``folder``.
 
     Also the diagnostics' per-layer series if recorded, and the decision boundary of a classifier
-    of 2-D data.
+    of data of two features. The activation functions are drawn for a dense network only.
 
     Args:
       run: the run (``runs.Run``).
       params: its parameters.
       history: its whole history.
       folder: the run folder.
+      state: the model's state (BatchNorm's running statistics); ``()`` for a model without.
 
     Returns:
       The paths of the PNG files written.
     """
     from nnjax import plotting  # deferred: matplotlib takes a while to import
 
-    paths = [
-        plotting.plot_history(history, folder / "history.png"),
-        plotting.plot_activations(folder / "activations.png"),
-    ]
+    paths = [plotting.plot_history(history, folder / "history.png")]
+    if run.config["layers"] is None:
+        paths.append(plotting.plot_activations(folder / "activations.png"))
     if run.target_scale is not None:
-        paths.append(_plot_regression(run, params, folder / "predicted_vs_true.png"))
+        paths.append(_plot_regression(run, params, state, folder / "predicted_vs_true.png"))
     else:
         paths.append(
             plotting.plot_confusion_matrix(
                 np.asarray(run.data.y_test),
-                np.asarray(run.class_predictions(params, run.data.x_test)),
+                np.asarray(run.class_predictions(params, run.data.x_test, state)),
                 run.data.num_classes,
                 folder / "confusion_matrix.png",
             )
@@ -72,11 +76,12 @@ def write_plots(run: Run, params: Any, history: dict[str, list[float]], folder: 
                     history, entry, folder / name, title=title, ylabel=ylabel
                 )
             )
-    if run.target_scale is None and run.data.x_train.shape[1] == 2:
+    x, shape = run.data.x_train, run.data.x_train.shape[1:]
+    if run.target_scale is None and math.prod(shape) == 2:
         paths.append(
             plotting.plot_decision_boundary(
-                lambda grid: run.class_predictions(params, grid),
-                run.data.x_train,
+                lambda grid: run.class_predictions(params, grid.reshape(-1, *shape), state),
+                x.reshape(len(x), 2),
                 run.data.y_train,
                 folder / "decision_boundary.png",
             )
@@ -85,14 +90,14 @@ def write_plots(run: Run, params: Any, history: dict[str, list[float]], folder: 
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _outputs(model: network.DenseNetwork, params: Any, x: jax.Array) -> jax.Array:
-    return model.forward(params, x)[0]
+def _outputs(model: Model, params: Any, state: Any, x: jax.Array) -> jax.Array:
+    return model.forward(params, x, state=state)[0]
 
 
-def _plot_regression(run: Run, params: Any, path: Path) -> Path:
+def _plot_regression(run: Run, params: Any, state: Any, path: Path) -> Path:
     """The test split's predictions against its targets, both in the data file's units."""
     mean, std = run.target_scale
-    predicted = np.asarray(_outputs(run.model, params, run.data.x_test), np.float64)
+    predicted = np.asarray(_outputs(run.model, params, state, run.data.x_test), np.float64)
     true = np.asarray(run.data.y_test, np.float64)
     return plot_predicted_vs_true(true * std + mean, predicted * std + mean, path)
 

@@ -1,9 +1,10 @@
 """Training runs: a configuration in, a trained run out.
 
 A run is a configuration (``make_config``: dataset or data file, architecture, optimizer and its
-hyperparameters, epochs, seed...) and everything it determines (``Run``: the data, the initial
-parameters, the random keys, the optimizer). ``train`` trains it from scratch or from where a run folder's checkpoint
-stopped (``folders.resume``); ``nnjax.folders`` writes and reads the folder::
+hyperparameters, epochs, seed...) and everything it determines (``Run``: the data, the model
+(``nnjax.run_model``) and its initial state, the random keys, the optimizer). ``train`` trains
+it from scratch or from where a run folder's checkpoint stopped (``folders.resume``);
+``nnjax.folders`` writes and reads the folder::
 
     run = runs.Run(runs.make_config(dataset="xor", hidden=[4], activation="sigmoid", epochs=100))
     trained = runs.train(run)
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from nnjax import (
     _validation,
@@ -39,6 +39,7 @@ from nnjax import (
     network,
     optimizers,
     run_data,
+    run_model,
     training,
 )
 from nnjax.progress import progress_bar
@@ -81,6 +82,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "dataset": "digits",
     "hidden": (64, 64),
     "activation": "relu",
+    "layers": None,
+    "input_shape": None,
     "loss": "softmax_cross_entropy",
     "init": None,
     "optimizer": "adam",
@@ -103,7 +106,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 """A run's options and defaults, in metrics.json's order. ``init`` None: ``"he"`` for ReLU, else
 ``"xavier"``; ``learning_rate`` None: ``DEFAULT_LEARNING_RATES``; ``diagnostics``: every N epochs.
-``data``, ``label_column``, ``n_samples``: see ``nnjax.run_data``."""
+``data``, ``label_column``, ``n_samples``: see ``nnjax.run_data``; ``layers``, ``input_shape``:
+see ``nnjax.run_model``."""
 
 
 OPTION_NAMES = {"learning_rate": "--lr"}
@@ -116,16 +120,18 @@ RESUMABLE = ("epochs", "learning_rate", "diagnostics")
 def make_config(**options: Any) -> dict[str, Any]:
     """A run's JSON-serializable config: ``DEFAULT_CONFIG`` updated with ``options`` (its keys).
 
-    E.g. ``dataset="moons", hidden=[16, 16]``; ``init`` and ``learning_rate`` come resolved, ``hidden`` a list.
+    E.g. ``dataset="moons", hidden=[16, 16]``; an option None takes its default. ``init`` and
+    ``learning_rate`` come resolved, ``hidden`` a list (None with ``layers``: see
+    ``run_model.model_options``, which raises ValueError for options that do not go together).
     A ``data`` file comes as an absolute path, and replaces ``dataset`` (None).
     """
     unknown = sorted(set(options) - set(DEFAULT_CONFIG))
     if unknown:
         raise TypeError(f"unknown run options: {', '.join(unknown)}")
-    config = {**DEFAULT_CONFIG, **options}
+    given = {key: value for key, value in options.items() if value is not None}
+    config = {**DEFAULT_CONFIG, **given}
     _validation.check_choice("optimizer", config["optimizer"], DEFAULT_LEARNING_RATES)
-    config["hidden"] = list(config["hidden"])
-    config["init"] = config["init"] or ("he" if config["activation"] == "relu" else "xavier")
+    config = run_model.model_options(config, given)
     config["learning_rate"] = config["learning_rate"] or DEFAULT_LEARNING_RATES[config["optimizer"]]
     if config["data"] is not None:
         config["data"], config["dataset"] = os.path.abspath(config["data"]), None
@@ -136,13 +142,13 @@ def saved_config(saved: dict[str, Any]) -> dict[str, Any]:
     """The configuration (``make_config``) of the options a run folder saved.
 
     Args:
-      saved: the saved configuration. Folders written before ``run_data.DATA_OPTIONS`` existed
-        lack them: they were None.
+      saved: the saved configuration. Folders written before ``run_data.DATA_OPTIONS`` and
+        ``run_model.MODEL_OPTIONS`` existed lack them: they were None.
 
     Returns:
       The configuration, to build the run again (``Run``).
     """
-    options = {key: saved.get(key) for key in run_data.DATA_OPTIONS}
+    options = {key: saved.get(key) for key in (*run_data.DATA_OPTIONS, *run_model.MODEL_OPTIONS)}
     return make_config(**options, **{k: saved[k] for k in DEFAULT_CONFIG if k not in options})
 
 
@@ -168,6 +174,7 @@ class Start(NamedTuple):
       history: the history of those epochs.
       changes: the options ``--resume`` changed so far, each ``{"epoch", "option", "old",
         "new"}``, oldest first.
+      model_state: the model's state (BatchNorm's running statistics); ``()`` for none.
     """
 
     params: Any
@@ -175,6 +182,7 @@ class Start(NamedTuple):
     epoch: int
     history: dict[str, list[float]]
     changes: tuple[dict[str, Any], ...] = ()
+    model_state: Any = ()
 
 
 class Run:
@@ -183,17 +191,22 @@ class Run:
     The seed's key splits in three: the dataset and its split, the initial parameters, training.
 
     Attributes:
-      config: the configuration (``make_config``); with a data file, its ``data_sha256`` too.
-      data: the ``datasets.Dataset``, split and standardized (``run_data.load``).
+      config: the configuration (``make_config``); with a data file, its ``data_sha256`` too;
+        with ``layers``, the ``input_shape`` of its examples (``run_model.example_shape``).
+      data: the ``datasets.Dataset``, split and standardized (``run_data.load``), reshaped
+        with ``layers`` (``run_model.build``).
       target_scale: for regression, the training targets' ``(mean, std)``; else None.
       layer_sizes: ``[n_in, *hidden, n_out]``; ``n_out`` is 1 but for softmax cross-entropy.
+        None with ``layers``, whose model is a ``sequential.Sequential``.
       model: the ``network.DenseNetwork`` (hidden activation and output/loss pair).
       optimizer: the optax transformation (``build_optimizer``).
       initial_params: the initialized parameters.
+      initial_model_state: the model's initial state; ``()`` for a model without.
       initial_opt_state: the optimizer's state for them (``optimizer.init``).
       train_key: the key of shuffling and dropout.
 
-    Raises ValueError for binary cross-entropy on more than two classes, or as ``run_data.load``.
+    Raises ValueError for binary cross-entropy on more than two classes, as ``run_data.load``,
+    or as ``run_model.build``.
     """
 
     def __init__(self, config: dict[str, Any]):
@@ -207,34 +220,44 @@ class Run:
             )
         softmax = config["loss"] == "softmax_cross_entropy"
         n_out = self.data.num_classes if softmax else 1
-        self.layer_sizes = [self.data.x_train.shape[1], *config["hidden"], n_out]
-        self.model = network.DenseNetwork(config["activation"], config["loss"])
         self.optimizer = build_optimizer(config)
-        # Eager, not jitted: a compiled initializer draws other bits than this one always has.
-        self.initial_params = network.init_network(init_key, self.layer_sizes, config["init"])
+        if config["layers"] is None:
+            self.layer_sizes = [self.data.x_train.shape[1], *config["hidden"], n_out]
+            self.model = network.DenseNetwork(config["activation"], config["loss"])
+            # Eager, not jitted: a compiled initializer draws other bits than this one always has.
+            self.initial_params = network.init_network(init_key, self.layer_sizes, config["init"])
+            self.initial_model_state = ()
+        else:
+            built = run_model.build(config, self.data, n_out, init_key)
+            self.data, self.model, self.layer_sizes = built.data, built.model, None
+            self.initial_params, self.initial_model_state = built.params, built.state
+            self.config = {**self.config, "input_shape": list(built.shape)}
         # Hyperparameters invalid in the parameters' dtype fail here, before training compiles.
         self.initial_opt_state = _optimizer_init(self.optimizer, self.initial_params)
         dtype = self.data.x_train.dtype
         _validation.check_below_one_in("--dropout", config["dropout"], dtype)
-        weights = [layer["W"] for layer in self.initial_params]
+        weights = run_model.weights(self.initial_params)
         _validation.check_l2_finite("--l2", config["l2"], weights)
         _validation.check_int("--epochs", config["epochs"], 1, maximum=2**31 - 1)
 
     def fresh_start(self) -> Start:
-        """The start of a new run: the initial parameters at epoch 0."""
-        return Start(self.initial_params, self.initial_opt_state, 0, {})
+        """The start of a new run: the initial parameters and state at epoch 0."""
+        return Start(
+            self.initial_params, self.initial_opt_state, 0, {}, model_state=self.initial_model_state
+        )
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> checkpoints.Checkpoint:
-        """The checkpoint at ``path``, read with this run's parameters and state as templates."""
+        """The checkpoint at ``path``, read with this run's parameters and states as templates."""
         return checkpoints.load_checkpoint(
             path,
             params_like=self.initial_params,
             opt_state_like=self.initial_opt_state,
+            model_state_like=self.initial_model_state,
         )
 
-    def class_predictions(self, params: Any, x: jax.Array) -> jax.Array:
-        """The predicted class of each row of ``x``, int32 ``(n,)``."""
-        return _class_predictions(self.model, params, x)
+    def class_predictions(self, params: Any, x: jax.Array, state: Any = ()) -> jax.Array:
+        """The predicted class of each example of ``x``, int32 ``(n,)``; ``state``: the model's."""
+        return run_model.class_predictions(self.model, params, state, x)
 
 
 @jax.jit
@@ -247,14 +270,6 @@ def _keys(seed: int) -> jax.Array:
 def _optimizer_init(optimizer: Any, params: Any) -> Any:
     """``optimizer.init(params)`` in one compiled program."""
     return optimizer.init(params)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _class_predictions(model: network.DenseNetwork, params: Any, x: jax.Array) -> jax.Array:
-    out, _ = model.forward(params, x)
-    if model.loss == "binary_cross_entropy":
-        return (out[:, 0] > 0.5).astype(jnp.int32)
-    return jnp.argmax(out, axis=-1).astype(jnp.int32)
 
 
 def is_lead_process() -> bool:
@@ -402,6 +417,7 @@ def train(
             model=run.model,
             optimizer=run.optimizer,
             opt_state=start.opt_state,
+            model_state=start.model_state,
             epochs=config["epochs"],
             batch_size=config["batch_size"],
             key=run.train_key,
@@ -450,7 +466,7 @@ def command_line(config: dict[str, Any], folder: Path, **changes: Any) -> str:
             and value is not None
             and (value != defaults[key] or key in changes)
         ):
-            text = ",".join(map(str, value)) if key == "hidden" else str(value)
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             words += [
                 OPTION_NAMES.get(key, "--" + key.replace("_", "-")),
                 shlex.quote(text or "none"),

@@ -397,3 +397,63 @@ def test_the_data_options_and_their_defaults_are_shown_once(capsys):
     ):
         assert shown in out
     assert "600 for spirals" in out and "mse}" in out and "(default: None)" not in out
+
+
+CNN = "conv2d(4,3),batchnorm,relu,maxpool(2),flatten,dense(10)"
+
+
+def test_a_batch_norm_cnn_resumes_exactly_and_plots_what_it_has(tmp_path, capsys, monkeypatch):
+    import json
+
+    import numpy as np
+
+    from nnjax import plotting
+
+    # The figures are tested on their own; here, which ones a run has.
+    for name in ("plot_history", "plot_confusion_matrix"):
+        monkeypatch.setattr(plotting, name, lambda *args: args[-1])
+
+    def train(folder, epochs, *more):
+        options = ["--epochs", str(epochs), "--quiet", "--output", str(tmp_path / folder)]
+        return cli.main(["train", "--layers", CNN, *options, *more])
+
+    assert train("straight", 4) == 0
+    assert train("resumed", 2) == 0 and train("resumed", 4, "--resume") == 0
+    straight, resumed = (
+        safetensors.numpy.load_file(tmp_path / name / "checkpoint.safetensors")
+        for name in ("straight", "resumed")
+    )
+    assert straight.keys() == resumed.keys() and "model_state[1]['var']" in straight
+    for key in straight:
+        np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+    metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert metrics["config"]["input_shape"] == [8, 8, 1] and metrics["config"]["hidden"] is None
+    # The test split is the validation data: evaluated with the running statistics both times.
+    assert metrics["test"]["loss"] == pytest.approx(metrics["history"]["val_loss"][-1], rel=1e-5)
+    wrote = capsys.readouterr().out.splitlines()[-1]
+    assert cli.main(["plot", str(tmp_path / "resumed")]) == 0
+    for out in (wrote, capsys.readouterr().out):
+        assert re.findall(r"\w+\.png", out) == ["history.png", "confusion_matrix.png"], out
+    other = ["--layers", CNN.replace("batchnorm,", ""), "--epochs", "5", "--resume"]
+    assert cli.main(["train", *other, "--output", str(tmp_path / "resumed")]) == 2
+    assert "options differ from the checkpoint's: {'layers'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--layers", "dense(10)", "--hidden", "16"], "so --hidden cannot go with it"),
+        (["--layers", "dense(10)", "--dropout", "0.5"], "so --dropout cannot go with it"),
+        (["--input-shape", "8,8,1"], "--input-shape shapes the examples of --layers"),
+        (["--layers", "conv2d(4,3),,dense(10)"], "expected a layer name, got ','"),
+        (["--layers", "flatten,dense(10)", "--input-shape", "8,4,1"], "holds 32 values per"),
+        (["--layers", "conv2d(4,9),flatten,dense(10)"], r"the window \(9, 9\) does not fit"),
+        (["--layers", "conv2d(4,3),flatten,dense(5)"], r"but the loss needs \(10,\)"),
+    ],
+)
+def test_layers_that_cannot_train_are_a_one_line_usage_error(tmp_path, capsys, options, message):
+    folder = tmp_path / "run"
+    assert cli.main(["train", *options, "--quiet", "--output", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("nnjax: error: "), err
+    assert re.search(message, err) and not folder.exists()

@@ -104,6 +104,21 @@ def test_periodic_saves_write_a_consistent_checkpoint_during_training(tmp_path):
     assert metrics["complete"] is False and metrics["test"] is None
 
 
+def test_periodic_saves_hold_the_model_state(tmp_path):
+    import safetensors.numpy
+
+    from nnjax import training
+
+    folder = folders.prepare(tmp_path / "run")
+    run = xor_run(epochs=3)
+    start = run.fresh_start()
+    saver = folders.periodic_saver(run, folder, start, folders.Interval(epochs=1))
+    state = ({"mean": np.arange(2, dtype=np.float32)},)  # as BatchNorm's running statistics
+    saver(training.Progress(1, {"train_loss": [0.5]}, start.params, start.opt_state, None, state))
+    saved = safetensors.numpy.load_file(folder / folders.CHECKPOINT)
+    np.testing.assert_array_equal(saved["model_state[0]['mean']"], state[0]["mean"])
+
+
 def test_parse_interval():
     assert folders.parse_interval("10") == folders.Interval(epochs=10)
     assert folders.parse_interval("2.5s") == folders.Interval(seconds=2.5)

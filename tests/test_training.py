@@ -325,8 +325,9 @@ def test_mismatched_data_is_named(moons):
         training.train(params, data.x_train, jnp.zeros((400, 2), jnp.int32), key=train_key)
     bad_labels = data.y_test.at[0].set(5)
     with pytest.raises(ValueError, match=r"^validation y: integer labels must lie in \[0, 2\)"):
-        training.train(params, data.x_train, data.y_train, key=train_key,
-                       validation=(data.x_test, bad_labels))
+        training.train(
+            params, data.x_train, data.y_train, key=train_key, validation=(data.x_test, bad_labels)
+        )
     with pytest.raises(TypeError, match="dtype=float64 needs 64-bit JAX"):
         nnjax.init_network(init_key, [2, 4, 2], dtype=jnp.float64)
 
