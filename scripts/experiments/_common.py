@@ -26,9 +26,11 @@ __all__ = [
     "log_axes",
     "main",
     "new_network",
+    "plot_final_losses",
     "plot_loss_curves",
     "save_axes",
     "save_figure",
+    "sgd_config",
     "train_network",
 ]
 
@@ -82,6 +84,31 @@ def plot_loss_curves(curves: dict[str, Sequence[float]], path: Path, *, title: s
     return save_axes(
         fig, ax, path, title=title, xlabel="epoch", ylabel="training loss (cross-entropy)"
     )
+
+
+def plot_final_losses(numbers: dict, path: Path, *, compared: str) -> Path:
+    """``plot_loss_curves`` of ``numbers["train_loss"]``, each labelled with its final loss, for
+    the deep networks on the spirals that ``sgd_config`` describes."""
+    curves = {
+        f"{name} ({losses[-1]:.3f})": losses for name, losses in numbers["train_loss"].items()
+    }
+    config = numbers["config"]
+    layers = f"{config['depth']} {config['activation']} layers of {config['width']}"
+    return plot_loss_curves(curves, path, title=f"Spirals, {layers}: {compared}")
+
+
+def sgd_config(depth, width, activation, init, epochs, batch_size, learning_rate, seed) -> dict:
+    """The JSON config of a deep network trained by SGD."""
+    return {
+        "depth": depth,
+        "width": width,
+        "activation": activation,
+        "init": init,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": f"sgd({learning_rate})",
+        "seed": seed,
+    }
 
 
 def main(argv: list[str] | None, script: str, run: Callable[[], dict], plot: Callable) -> int:

@@ -33,7 +33,7 @@ import sys
 import jax
 import numpy as np
 from _common import main as common_main
-from _common import plot_loss_curves
+from _common import plot_final_losses, sgd_config
 
 import nnjax
 from nnjax.datasets import load_dataset
@@ -105,23 +105,12 @@ def run(depth=10, width=32, epochs=30, learning_rate=0.1, seed=0) -> dict:
             normalized["first_layer_gradient_init"] >= 1000 * plain["first_layer_gradient_init"]
         ),
     }
-    config = {"depth": depth, "width": width, "activation": "sigmoid", "init": "xavier"}
-    config.update(
-        epochs=epochs, batch_size=BATCH_SIZE, optimizer=f"sgd({learning_rate})", seed=seed
-    )
+    config = sgd_config(depth, width, "sigmoid", "xavier", epochs, BATCH_SIZE, learning_rate, seed)
     return {"config": config, "results": results, "train_loss": losses, "claims": claims}
 
 
 def plot(numbers: dict, path):
-    curves = {
-        f"{name} ({losses[-1]:.3f})": losses for name, losses in numbers["train_loss"].items()
-    }
-    config = numbers["config"]
-    title = (
-        f"Spirals, {config['depth']} sigmoid layers of {config['width']}: "
-        "plain vs batch normalization"
-    )
-    return plot_loss_curves(curves, path, title=title)
+    return plot_final_losses(numbers, path, compared="plain vs batch normalization")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ import sys
 import jax
 import numpy as np
 from _common import main as common_main
-from _common import plot_loss_curves
+from _common import plot_final_losses, sgd_config
 
 import nnjax
 from nnjax.datasets import load_dataset
@@ -117,23 +117,12 @@ def run(depth=30, width=32, epochs=30, learning_rate=0.01, seed=0) -> dict:
             residual["first_layer_gradient_init"] >= 10 * plain["first_layer_gradient_init"]
         ),
     }
-    config = {"depth": depth, "width": width, "activation": ACTIVATION, "init": INIT}
-    config.update(
-        epochs=epochs, batch_size=BATCH_SIZE, optimizer=f"sgd({learning_rate})", seed=seed
-    )
+    config = sgd_config(depth, width, ACTIVATION, INIT, epochs, BATCH_SIZE, learning_rate, seed)
     return {"config": config, "results": results, "train_loss": losses, "claims": claims}
 
 
 def plot(numbers: dict, path):
-    curves = {
-        f"{name} ({losses[-1]:.3f})": losses for name, losses in numbers["train_loss"].items()
-    }
-    config = numbers["config"]
-    title = (
-        f"Spirals, {config['depth']} {config['activation']} layers of {config['width']}: "
-        "plain chain vs residual blocks"
-    )
-    return plot_loss_curves(curves, path, title=title)
+    return plot_final_losses(numbers, path, compared="plain chain vs residual blocks")
 
 
 def main(argv: list[str] | None = None) -> int:
