@@ -259,7 +259,9 @@ def _compile(config: ProgramConfig, signature: tuple) -> Any:
     treedef, structs = signature
     program = build_program(config)
     if config.vmapped:
-        program = jax.vmap(program, in_axes=(0, 0, None, None, None, None, 0, 0, None, None))
+        # One model per leading index of params, opt_state, hyper, key and the model's state.
+        in_axes = (0, 0, None, None, None, None, 0, 0, None, None, None, 0)
+        program = jax.vmap(program, in_axes=in_axes[: len(treedef.children())])
     # Data parallel: every output replicated, so that every process can read all of it.
     outputs = None
     if config.batch_sharding is not None:

@@ -34,6 +34,8 @@ class SweepResult(NamedTuple):
         are those after its last completed epoch).
       model_steps_per_second: ``K`` times the optimizer steps per second, compilation excluded.
       compile_seconds: time spent compiling the program.
+      model_state: the models' state (batch normalization's statistics), every leaf with a
+        leading axis of ``K``; ``()`` for models without.
     """
 
     params: Any
@@ -41,6 +43,7 @@ class SweepResult(NamedTuple):
     diverged: np.ndarray
     model_steps_per_second: float
     compile_seconds: float
+    model_state: Any = ()
 
 
 def _checked_seeds(seeds: Sequence[int]) -> jax.Array:
@@ -92,11 +95,21 @@ def _hyperparameters(
     )
 
 
+def _initial(model: Model, layer_sizes, init: str, dtype, keys: jax.Array) -> tuple[Any, Any]:
+    """Every model's parameters and state, vmapped over ``keys``."""
+    if layer_sizes is None:
+        if not callable(getattr(model, "init", None)):
+            raise ValueError("layer_sizes is needed for a model without its own init")
+        return jax.vmap(lambda k: model.init(k, dtype))(keys)
+    sizes = _validation.check_layer_sizes(layer_sizes)
+    return jax.vmap(lambda k: network.init_network(k, sizes, init, dtype))(keys), ()
+
+
 def sweep(
     x: jax.Array,
     y: jax.Array,
     *,
-    layer_sizes: Sequence[int],
+    layer_sizes: Sequence[int] | None = None,
     seeds: Sequence[int],
     learning_rates: Any = None,
     l2: Any = 0.0,
@@ -110,15 +123,17 @@ def sweep(
     validation: tuple[jax.Array, jax.Array] | None = None,
     shuffle: bool = True,
 ) -> SweepResult:
-    """Trains ``K`` dense networks in one compiled program, vmapped over seeds and hyperparameters.
+    """Trains ``K`` models in one compiled program, vmapped over seeds and hyperparameters.
 
-    Model ``k`` is initialized (``network.init_network(key, layer_sizes, init)``) and shuffled
+    Model ``k`` is initialized (``network.init_network(key, layer_sizes, init)`` for a dense
+    network, ``model.init(key)`` for a ``sequential.Sequential``, with its state) and shuffled
     from ``jax.random.key(seeds[k])`` and trained with ``optimizer(learning_rates[k])``, L2
     strength ``l2[k]`` and dropout rate ``dropout_rates[k]`` (a scalar applies to every model).
 
     Args:
       x, y: the training data, shared by all models (as for ``train``).
-      layer_sizes: ``[n_in, hidden..., n_out]``.
+      layer_sizes: ``[n_in, hidden..., n_out]`` of a dense network; None for a model with its
+        own ``init`` (a ``sequential.Sequential``).
       seeds: ``K`` integer seeds.
       learning_rates: a scalar or ``(K,)`` array, for an optimizer factory; None with a fixed
         ``optax.GradientTransformation``, which holds its own (as for ``train``).
@@ -134,12 +149,11 @@ def sweep(
     epochs = _validation.check_int("epochs", epochs, 1)
     batch_size = _validation.check_int("batch_size", batch_size, 1)
     _validation.check_instance("shuffle", shuffle, bool)
-    sizes = _validation.check_layer_sizes(layer_sizes)
     dtype = _validation.check_float_array("x", x).dtype
     init_keys, train_keys = jax.vmap(jax.random.split, out_axes=1)(jax.vmap(jax.random.key)(seeds))
-    params = jax.vmap(lambda k: network.init_network(k, sizes, init, dtype))(init_keys)
-    template = jax.tree.map(lambda leaf: leaf[0], params)
-    data = training.checked_data(model, template, (), x, y, validation)
+    params, model_state = _initial(model, layer_sizes, init, dtype, init_keys)
+    first = jax.tree.map(lambda leaf: leaf[0], (params, model_state))
+    data = training.checked_data(model, *first, x, y, validation)
     hyper = _hyperparameters(learning_rates, l2, dropout_rates, seeds.shape[0], data[0].dtype)
     opt_state = jax.vmap(lambda p, lr: steps.optimizer_at(optimizer, lr).init(p))(
         params, hyper.learning_rate
@@ -159,6 +173,8 @@ def sweep(
         shuffle=shuffle,
     )
     args = (params, opt_state, *data, hyper, train_keys, program.int32(0), program.int32(epochs))
+    if jax.tree.leaves(model_state):
+        args = (*args, None, model_state)
     start = time.perf_counter()
     compiled = program.compiled_program(config, *args)
     compile_seconds = time.perf_counter() - start
@@ -174,6 +190,7 @@ def sweep(
         ~np.asarray(state.finite),
         steps_run / seconds,
         compile_seconds,
+        state.model_state,
     )
 
 

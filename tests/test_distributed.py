@@ -127,7 +127,20 @@ SCRIPT = textwrap.dedent(
     except ValueError as error:
         batch_error = str(error)
 
+    # Batch normalization over a minibatch split across devices: its statistics are the whole
+    # minibatch's, so the run equals one device's.
+    # (No bias right before it: its gradient is 0 up to rounding, which Adam would amplify.)
+    bn = nnjax.Sequential((nnjax.BatchNorm(), nnjax.Dense(8), nnjax.Activation("relu"),
+                           nnjax.Dense(2)), (2,))
+    bn_params, bn_state = bn.init(jax.random.key(3))
+    bn_runs = [training.train(bn_params, data.x_train, data.y_train, model=bn,
+                              model_state=bn_state, epochs=2, devices=d,
+                              **{k: v for k, v in common.items() if k != "dropout_rate"})
+               for d in (None, 4)]
+
     print(json.dumps({
+        "batch_norm_four_vs_one": max_rel(*(
+            (r.params, r.model_state) for r in reversed(bn_runs))),
         "devices": jax.device_count(),
         "four_vs_one": max_rel(four.params, one.params),
         "resumed_four_vs_one": max_rel(resumed_four.params, resumed_one.params),
@@ -167,6 +180,10 @@ def test_inside_the_step_the_minibatch_is_split_and_the_weights_replicated(repor
 def test_checkpoints_move_between_sharded_and_single_device_runs(report):
     assert report["loaded_devices"] == 1
     assert report["resumed_four_vs_one"] <= 1e-6
+
+
+def test_batch_norm_statistics_span_the_whole_minibatch_across_devices(report):
+    assert report["batch_norm_four_vs_one"] <= 1e-6
 
 
 def test_a_batch_that_does_not_divide_is_an_error(report):

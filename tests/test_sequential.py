@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnjax
-from nnjax import layercheck, training
+from nnjax import layercheck, sweeps, training
 from nnjax.architecture import parse_layers
 from nnjax.layers import Activation, Dense, Dropout, Flatten
 from nnjax.normalization import BatchNorm
@@ -195,3 +195,27 @@ def test_any_stack_of_layers_has_the_gradient_of_its_loss(size, channels, blocks
             jax.grad(lambda p: model.data_loss(p, y, cache(p)) + model.penalty(p, 0.1))
         )(params)
     chex.assert_trees_all_close(manual, autodiff, rtol=1e-10, atol=1e-13)
+
+
+def test_a_sweep_of_batch_norm_models_trains_each_as_train_would():
+    model = Sequential((Dense(4), BatchNorm(), Activation("relu"), Dense(2)), (3,))
+    x = jax.random.normal(jax.random.key(1), (32, 3))
+    y = (x[:, 0] > 0).astype(jnp.int32)
+    options = {"epochs": 3, "batch_size": 8}
+    swept = sweeps.sweep(x, y, model=model, seeds=[0, 1], learning_rates=[1e-2, 3e-2], **options)
+    init_key, train_key = jax.random.split(jax.random.key(1))
+    params, state = model.init(init_key)
+    alone = training.train(
+        params,
+        x,
+        y,
+        model=model,
+        model_state=state,
+        optimizer=nnjax.adam,
+        learning_rate=3e-2,
+        key=train_key,
+        **options,
+    )
+    second = jax.tree.map(lambda leaf: leaf[1], (swept.params, swept.model_state))
+    chex.assert_trees_all_close(second, (alone.params, alone.model_state), rtol=1e-5, atol=1e-6)
+    assert not jnp.allclose(swept.model_state[1]["mean"][0], swept.model_state[1]["mean"][1])
