@@ -111,6 +111,7 @@ SUBMODULES = (
     "run_data",
     "run_model",
     "run_plots",
+    "run_training",
     "runs",
     "sequential",
     "steps",

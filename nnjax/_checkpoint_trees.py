@@ -1,9 +1,11 @@
-"""The trees a checkpoint holds, as tensors: parameters, optimizer state and model state.
+"""The trees a checkpoint holds, as tensors: parameters, optimizer state, model state and early
+stopping's state.
 
 Each leaf of a tree is one tensor, named by the tree and the leaf's key path
 (``jax.tree_util.keystr``): ``params[1]['W']``, ``opt_state[0].mu[0]['b']``,
-``model_state[1]['mean']``. A tree without leaves adds no tensor: the checkpoint of a model that
-keeps no state (``()``) holds exactly the tensors it held before model state was saved.
+``model_state[1]['mean']``, ``early_stopping['best']``. A tree without leaves adds no tensor: the
+checkpoint of a model that keeps no state (``()``), or of a run without early stopping (None),
+holds exactly the tensors it held before those trees were saved.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from nnjax._npz_checkpoints import (
 )
 
 __all__ = [
+    "EARLY_STOPPING",
     "MODEL_STATE",
     "SAFETENSORS_DTYPES",
     "TREES",
@@ -34,8 +37,11 @@ __all__ = [
 ]
 
 MODEL_STATE = "model_state"
-TREES = ("params", "opt_state", MODEL_STATE)
+EARLY_STOPPING = "early_stopping"
+TREES = ("params", "opt_state", MODEL_STATE, EARLY_STOPPING)
 """The trees of a checkpoint, in the order their tensors' names start with."""
+_OPTIONAL = {MODEL_STATE: "model state", EARLY_STOPPING: "early stopping state"}
+"""The trees a checkpoint may lack, with what they hold."""
 
 _NUMPY_DTYPES = (
     "bool uint8 int8 uint16 int16 float16 uint32 int32 float32 uint64 int64 float64 complex64"
@@ -76,7 +82,7 @@ def stored_tensors(trees: tuple[Any, ...]) -> tuple[dict[str, np.ndarray], dict[
 
 
 def templates(
-    params_like: Any, opt_state_like: Any, model_state_like: Any
+    params_like: Any, opt_state_like: Any, model_state_like: Any, early_stopping_like: Any = None
 ) -> tuple[_Expected, list[tuple[list[str], Any]]]:
     """Each template leaf's name with its shape and dtype, and each tree's names and treedef.
 
@@ -84,36 +90,45 @@ def templates(
       params_like: the parameters' template.
       opt_state_like: the optimizer state's template.
       model_state_like: the model state's template, ``()`` for a model without.
+      early_stopping_like: early stopping's state's template, None for a run without.
 
     Returns:
       ``(expected, trees)``: ``trees`` holds ``(names, treedef)`` for each of ``TREES``.
     """
     expected, trees = _templates(params_like, opt_state_like)
-    keys, leaves, treedef = _flatten(MODEL_STATE, model_state_like)
-    expected.update((k, _template_shape_dtype(v)) for k, v in zip(keys, leaves, strict=True))
-    return expected, [*trees, (keys, treedef)]
+    for name, like in zip(_OPTIONAL, (model_state_like, early_stopping_like), strict=True):
+        keys, leaves, treedef = _flatten(name, like)
+        expected.update((k, _template_shape_dtype(v)) for k, v in zip(keys, leaves, strict=True))
+        trees.append((keys, treedef))
+    return expected, trees
 
 
 def check_names(stored: set[str], expected: _Expected) -> None:
     """Raises ValueError unless the file's tensor names are exactly the templates'.
 
+    Early stopping's tensors are the exception: without a template for them, the file may hold
+    them (they are then read, for its digest, but not returned).
+
     Args:
       stored: the names of the file's tensors.
       expected: the templates' leaves (``templates``).
     """
-    ours = {k for k in stored if k.startswith(MODEL_STATE)}
-    want = {k for k in expected if k.startswith(MODEL_STATE)}
-    _check_names(stored - ours, {k: v for k, v in expected.items() if k not in want})
-    if ours != want:
-        raise ValueError(
-            f"{MODEL_STATE}: checkpoint leaves do not match the template (missing from "
-            f"checkpoint: {_short(sorted(want - ours))}; unexpected in checkpoint: "
-            f"{_short(sorted(ours - want))})"
-        )
+    optional = {name: {k for k in stored if k.startswith(name)} for name in _OPTIONAL}
+    wanted = {name: {k for k in expected if k.startswith(name)} for name in _OPTIONAL}
+    main = {k: v for k, v in expected.items() if not k.startswith(tuple(_OPTIONAL))}
+    _check_names(stored - set().union(*optional.values()), main)
+    for name, ours in optional.items():
+        want = wanted[name]
+        if ours != want and (want or name != EARLY_STOPPING):
+            raise ValueError(
+                f"{name}: checkpoint leaves do not match the template (missing from "
+                f"checkpoint: {_short(sorted(want - ours))}; unexpected in checkpoint: "
+                f"{_short(sorted(ours - want))})"
+            )
 
 
 def format_1_expected(expected: _Expected | None) -> _Expected | None:
-    """``expected`` for a format 1 (``.npz``) checkpoint, which holds no model state.
+    """``expected`` for a format 1 (``.npz``) checkpoint: no model state, no early stopping.
 
     Args:
       expected: the templates' leaves (``templates``), or None to read the header alone.
@@ -122,8 +137,9 @@ def format_1_expected(expected: _Expected | None) -> _Expected | None:
       ``expected``, unchanged.
 
     Raises:
-      ValueError: if the templates have model state.
+      ValueError: if the templates have model state or early stopping's state.
     """
-    if expected is not None and any(k.startswith(MODEL_STATE) for k in expected):
-        raise ValueError("a format 1 (.npz) checkpoint holds no model state")
+    for name, what in _OPTIONAL.items():
+        if expected is not None and any(k.startswith(name) for k in expected):
+            raise ValueError(f"a format 1 (.npz) checkpoint holds no {what}")
     return expected

@@ -1,15 +1,16 @@
-"""The options of ``nnjax train`` about the run itself, in three argparse groups.
+"""The options of ``nnjax train`` about the run itself, in four argparse groups.
 
 Data and network (``add_model_options``), optimizer and training (``add_training_options``),
-parallel and multi-process training (``add_parallel_options``); each option's ``dest`` is its
-key in ``runs.DEFAULT_CONFIG``, or an argument of the run's processes.
+evaluation and early stopping (``add_evaluation_options``), parallel and multi-process training
+(``add_parallel_options``); each option's ``dest`` is its key in ``runs.DEFAULT_CONFIG``, or an
+argument of the run's processes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from nnjax import activations, datafiles, datasets, initializers, run_model, runs, steps
+from nnjax import activations, datafiles, datasets, initializers, metrics, run_model, runs, steps
 from nnjax.option_types import (
     NONNEGATIVE_INT,
     POSITIVE_INT,
@@ -22,6 +23,7 @@ from nnjax.option_types import (
 
 __all__ = [
     "add_data_options",
+    "add_evaluation_options",
     "add_model_options",
     "add_parallel_options",
     "add_training_options",
@@ -182,6 +184,56 @@ def add_training_options(group: Any) -> None:
         help="record activation statistics, dead and saturated units, per-layer gradient norms "
         "and update/weight ratios every EVERY epochs, plot them and warn about vanishing or "
         "exploding gradients and dead ReLUs (0: off; dense networks only)",
+    )
+
+
+def add_evaluation_options(group: Any) -> None:
+    """Adds ``--eval-every``, ``--no-shuffle``, ``--early-stopping``, ``--patience`` and
+    ``--min-delta`` to ``group``.
+
+    Args:
+      group: an argparse argument group.
+    """
+    default = runs.DEFAULT_CONFIG
+    add = group.add_argument
+    add(
+        "--eval-every",
+        type=NONNEGATIVE_INT,
+        default=default["eval_every"],
+        metavar="N",
+        help="evaluate the loss and accuracy of the training and test sets after every N-th "
+        "epoch, counted from the run's first (0: never; unless 1, the history records the "
+        "epochs evaluated as eval_epoch)",
+    )
+    add(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_false",
+        help="take the training set in its order every epoch instead of shuffling it (the last "
+        "samples that do not fill a batch are then never used; default: shuffle)",
+    )
+    add(
+        "--early-stopping",
+        choices=metrics.HISTORY_KEYS,
+        metavar="METRIC",
+        help="stop once METRIC (val_loss, val_accuracy, train_loss or train_accuracy; the test "
+        "set is the validation set) has not improved for --patience epochs, and keep the best "
+        "epoch's parameters: the test metrics and checkpoint are that epoch's; an accuracy must "
+        "rise, a loss fall (default: off)",
+    )
+    add(
+        "--patience",
+        type=POSITIVE_INT,
+        default=default["patience"],
+        metavar="N",
+        help="epochs without improvement after which --early-stopping stops",
+    )
+    add(
+        "--min-delta",
+        type=float_type(0.0),
+        default=default["min_delta"],
+        metavar="D",
+        help="the least change of the metric that counts as an improvement for --early-stopping",
     )
 
 

@@ -1,5 +1,5 @@
-"""Checkpoints of a training run: parameters, optimizer state, model state, config, epoch and
-history in one safetensors file.
+"""Checkpoints of a training run: parameters, optimizer state, model state, early stopping's
+state, config, epoch and history in one safetensors file.
 
 Why safetensors:
 
@@ -18,7 +18,8 @@ Layout of the file:
 * tensors ``params<keystr>`` / ``opt_state<keystr>`` / ``model_state<keystr>``: one per leaf,
   where ``<keystr>`` is ``jax.tree_util.keystr`` of the leaf's key path, e.g. ``params[1]['W']``,
   ``opt_state[0].mu[0]['b']`` or ``model_state[1]['mean']`` (BatchNorm's running statistics; a
-  model without state has none). Dtypes safetensors' NumPy binding lacks (``bfloat16`` and the
+  model without state has none); ``early_stopping<keystr>`` for a run with early stopping (its
+  state, ``nnjax.run_training``; a run without has none). Dtypes safetensors' NumPy binding lacks (``bfloat16`` and the
   other ``ml_dtypes``) are stored as their raw bits (``U8``/``U16``/...).
 * the header's string metadata:
 
@@ -32,9 +33,10 @@ Layout of the file:
     bytes, so a damaged file is refused rather than loaded with different values.
 
 Only arrays travel in the file, not the tree structure: loading takes templates (``params_like``,
-``opt_state_like``, ``model_state_like``, e.g. freshly initialized parameters and
-``optimizer.init(params)``) that give the structure, and every leaf is checked against them by
-key, shape and dtype.
+``opt_state_like``, ``model_state_like``, ``early_stopping_like``, e.g. freshly initialized
+parameters and ``optimizer.init(params)``) that give the structure, and every leaf is checked
+against them by key, shape and dtype. Without a template for early stopping's state, its tensors
+are checked with the file's digest but not returned.
 
 Checkpoints of format 1 (``.npz`` archives written by earlier versions) still load, read-only;
 the reader is chosen by the file's content, whatever its name.
@@ -63,8 +65,8 @@ import numpy as np
 import safetensors.numpy
 
 from nnjax import _checkpoint_trees, _npz_checkpoints, _validation
-from nnjax._checkpoint_trees import SAFETENSORS_DTYPES as _SAFETENSORS_DTYPES
 from nnjax._npz_checkpoints import _check_leaf, _Expected, _parse_dtype_table, _parse_object, _short
+from nnjax._safetensors_header import MAX_HEADER_BYTES, Tensor, check_layout, read_table
 from nnjax.files import atomic_write
 
 __all__ = [
@@ -89,8 +91,7 @@ _HISTORY_KEY = "nnjax.history"
 _DTYPES_KEY = "nnjax.dtypes"
 _DIGEST_KEY = "nnjax.sha256"
 _METADATA_KEYS = (_VERSION_KEY, _CONFIG_KEY, _EPOCH_KEY, _HISTORY_KEY, _DTYPES_KEY, _DIGEST_KEY)
-_MAX_HEADER_BYTES = 16 * 2**20
-"""Largest header read or written: the metadata (config, history, dtype table) and tensor table."""
+_SAFETENSORS_DTYPES = _checkpoint_trees.SAFETENSORS_DTYPES
 
 
 class Checkpoint(NamedTuple):
@@ -103,6 +104,8 @@ class Checkpoint(NamedTuple):
       epoch: the epoch stored at save time.
       history: the JSON-decoded history dict (``{}`` for a format 1 checkpoint).
       model_state: the model's state, with the structure of ``model_state_like``.
+      early_stopping: early stopping's state, with the structure of ``early_stopping_like``
+        (None without it).
     """
 
     params: Any
@@ -111,6 +114,7 @@ class Checkpoint(NamedTuple):
     epoch: int
     history: dict[str, Any]
     model_state: Any = ()
+    early_stopping: Any = None
 
 
 class CheckpointHeader(NamedTuple):
@@ -125,15 +129,6 @@ class CheckpointHeader(NamedTuple):
     config: dict[str, Any]
     epoch: int
     history: dict[str, Any]
-
-
-class _Tensor(NamedTuple):
-    """One tensor of a safetensors header: stored dtype, shape and byte range in the data."""
-
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    begin: int
-    end: int
 
 
 def _digest(metadata: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
@@ -155,6 +150,7 @@ def save_checkpoint(
     epoch: int,
     history: dict[str, Any] | None = None,
     model_state: Any = (),
+    early_stopping: Any = None,
 ) -> pathlib.Path:
     """Writes a checkpoint atomically to ``path`` as a safetensors file.
 
@@ -171,6 +167,8 @@ def save_checkpoint(
         round-trip exactly); ``None`` stores ``{}``.
       model_state: any pytree, the model's state (``Sequential.init``'s second result, e.g.
         BatchNorm's running statistics); ``()``, a model without state, stores no tensor.
+      early_stopping: any pytree, a run's early stopping state (``nnjax.run_training``); None,
+        a run without, stores no tensor.
 
     Leaves are stored in the dtype JAX holds them in (Python floats and float64 numpy arrays
     become float32 unless ``jax_enable_x64`` is on), so a load gives back exactly what JAX had.
@@ -192,7 +190,8 @@ def save_checkpoint(
     _validation.check_instance("history", history, dict)
     epoch = _validation.check_int_type("epoch", epoch, 0)
 
-    tensors, dtypes = _checkpoint_trees.stored_tensors((params, opt_state, model_state))
+    trees = (params, opt_state, model_state, early_stopping)
+    tensors, dtypes = _checkpoint_trees.stored_tensors(trees)
     metadata = {
         _VERSION_KEY: str(FORMAT_VERSION),
         _CONFIG_KEY: json.dumps(config),  # TypeError if not serializable
@@ -202,8 +201,8 @@ def save_checkpoint(
     }
     metadata[_DIGEST_KEY] = _digest(metadata, tensors)
     data = safetensors.numpy.save(tensors, metadata=metadata)
-    if int.from_bytes(data[:8], "little") > _MAX_HEADER_BYTES:
-        raise ValueError(f"checkpoint metadata exceeds {_MAX_HEADER_BYTES} bytes")
+    if int.from_bytes(data[:8], "little") > MAX_HEADER_BYTES:
+        raise ValueError(f"checkpoint metadata exceeds {MAX_HEADER_BYTES} bytes")
     with atomic_write(path) as f:
         f.write(data)
     return path
@@ -242,76 +241,8 @@ def _parse_metadata(metadata: Any) -> tuple[CheckpointHeader, dict[str, np.dtype
     return header, _parse_dtype_table(metadata[_DTYPES_KEY]), digest
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's dict, or a ValueError if it names a key twice."""
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("the header names a key twice")
-    return result
-
-
-def _is_index_list(value: Any) -> bool:
-    """Whether ``value`` is a JSON list of non-negative integers."""
-    return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
-
-
-def _parse_tensor(name: str, spec: Any) -> _Tensor:
-    """One tensor's entry of a safetensors header, checked for its types."""
-    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
-        raise ValueError(f"tensor {_short(name)}: not a {{dtype, shape, data_offsets}} object")
-    code, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-    if not isinstance(code, str) or code not in _SAFETENSORS_DTYPES:
-        raise ValueError(f"tensor {_short(name)}: unknown dtype {_short(code)}")
-    if not _is_index_list(shape):
-        raise ValueError(f"tensor {_short(name)}: shape {_short(shape)} is not a list of sizes")
-    if not _is_index_list(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
-        raise ValueError(f"tensor {_short(name)}: bad byte range {_short(offsets)}")
-    return _Tensor(_SAFETENSORS_DTYPES[code], tuple(shape), offsets[0], offsets[1])
-
-
-def _read_safetensors_header(
-    f: BinaryIO, size: int, prefix: bytes
-) -> tuple[dict[str, Any], dict[str, _Tensor]]:
-    """The metadata and tensor table of a safetensors file whose first 8 bytes are ``prefix``."""
-    length = int.from_bytes(prefix, "little")
-    if length > size - 8:
-        raise ValueError(f"header length {length} runs past the end of the file ({size} bytes)")
-    if length > _MAX_HEADER_BYTES:
-        raise ValueError(f"header length {length} exceeds the limit of {_MAX_HEADER_BYTES}")
-    f.seek(8)
-    raw = f.read(length)
-    if len(raw) != length:
-        raise ValueError("the file is truncated")
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError) as err:
-        raise ValueError(f"the header is not valid JSON: {err}") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"the header is {_short(header)}, not a JSON object")
-    metadata = header.pop("__metadata__", None)
-    tensors = {name: _parse_tensor(name, spec) for name, spec in header.items()}
-    return metadata, tensors
-
-
-def _check_layout(tensors: dict[str, _Tensor], data_start: int, size: int) -> int:
-    """Checks that the byte ranges tile the data and end with the file; returns the data size."""
-    position = 0
-    for name, t in sorted(tensors.items(), key=lambda item: (item[1].begin, item[1].end)):
-        if t.begin != position:
-            raise ValueError(
-                f"tensor {name}: byte range {t.begin}..{t.end} overlaps or leaves a gap"
-            )
-        position = t.end
-    if data_start + position != size:
-        raise ValueError(
-            f"the header declares {position} bytes of tensor data, but the file holds "
-            f"{size - data_start}"
-        )
-    return position
-
-
 def _check_tensors(
-    tensors: dict[str, _Tensor], dtypes: dict[str, np.dtype], expected: _Expected
+    tensors: dict[str, Tensor], dtypes: dict[str, np.dtype], expected: _Expected
 ) -> None:
     """Checks the tensor table and dtype table against the templates, before any data is read."""
     _checkpoint_trees.check_names(set(tensors), expected)
@@ -330,9 +261,9 @@ def _read_safetensors(
     f: BinaryIO, size: int, prefix: bytes, expected: _Expected | None
 ) -> tuple[CheckpointHeader, dict[str, np.ndarray]]:
     """A safetensors checkpoint's header and, when ``expected`` is given, its leaves."""
-    metadata, tensors = _read_safetensors_header(f, size, prefix)
+    metadata, tensors = read_table(f, size, prefix)
     header, dtypes, digest = _parse_metadata(metadata)
-    data_size = _check_layout(tensors, 8 + int.from_bytes(prefix, "little"), size)
+    data_size = check_layout(tensors, 8 + int.from_bytes(prefix, "little"), size)
     if expected is None:
         return header, {}
     _check_tensors(tensors, dtypes, expected)
@@ -420,6 +351,7 @@ def load_checkpoint(
     params_like: Any,
     opt_state_like: Any,
     model_state_like: Any = (),
+    early_stopping_like: Any = None,
 ) -> Checkpoint:
     """Reads a checkpoint written by :func:`save_checkpoint` (or a format 1 ``.npz`` one).
 
@@ -434,10 +366,12 @@ def load_checkpoint(
       opt_state_like: likewise for the optimizer state, e.g. ``optimizer.init(params_like)``.
       model_state_like: likewise for the model's state; ``()`` (the default) for a model without,
         as every checkpoint written before model state was saved.
+      early_stopping_like: likewise for early stopping's state; None (the default): the file's
+        tensors of one, if any, are checked with its digest and not returned.
 
     Returns:
-      ``Checkpoint(params, opt_state, config, epoch, history, model_state)``: the three trees
-      have the structure of their templates and ``jnp.ndarray`` leaves with the stored dtype and
+      ``Checkpoint(params, opt_state, config, epoch, history, model_state, early_stopping)``:
+      the trees have the structure of their templates and ``jnp.ndarray`` leaves with the stored dtype and
       shape.
 
     Raises:
@@ -450,13 +384,17 @@ def load_checkpoint(
         unexpected keys), or if a leaf's shape or dtype differs (the message names the leaf's
         key path, e.g. ``params[1]['W']``, and both shapes).
     """
-    expected, trees = _checkpoint_trees.templates(params_like, opt_state_like, model_state_like)
+    expected, trees = _checkpoint_trees.templates(
+        params_like, opt_state_like, model_state_like, early_stopping_like
+    )
     header, arrays = _read(path, expected)
-    params, opt_state, model_state = (
+    params, opt_state, model_state, early_stopping = (
         jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[k]) for k in keys])
         for keys, treedef in trees
     )
-    return Checkpoint(params, opt_state, header.config, header.epoch, header.history, model_state)
+    return Checkpoint(
+        params, opt_state, header.config, header.epoch, header.history, model_state, early_stopping
+    )
 
 
 def save_params(path: str | os.PathLike[str], params: Any) -> pathlib.Path:

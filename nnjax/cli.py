@@ -31,9 +31,15 @@ from nnjax import (
     distributed,
     folders,
     run_data,
+    run_training,
     runs,
 )
-from nnjax._train_options import add_model_options, add_parallel_options, add_training_options
+from nnjax._train_options import (
+    add_evaluation_options,
+    add_model_options,
+    add_parallel_options,
+    add_training_options,
+)
 from nnjax.option_types import option_type
 
 __all__ = ["main"]
@@ -77,6 +83,7 @@ def _add_train(commands: Any, error: Callable[[str], NoReturn]) -> None:
     train.set_defaults(handler=_train)
     add_model_options(train.add_argument_group("data and network"))
     add_training_options(train.add_argument_group("optimizer and training"))
+    add_evaluation_options(train.add_argument_group("evaluation and early stopping"))
     add_parallel_options(train.add_argument_group("parallel and multi-process training"))
     output = train.add_argument_group("output")
     output.add_argument(
@@ -203,18 +210,20 @@ def _train(args: argparse.Namespace) -> int:
                 folders.discard(folder)
             return _usage_error(str(error))
         try:
-            start = folders.resume(run, folder) if args.resume else run.fresh_start()
+            fresh = folders.Resumed(run.fresh_start(), None)
+            resumed = folders.resume_run(run, folder) if args.resume else fresh
         except ValueError as error:
             return _usage_error(f"--resume: {error}")
-        return _train_prepared(args, run, start, devices, folder)
+        return _train_prepared(args, run, resumed, devices, folder)
 
 
 def _train_prepared(
-    args: argparse.Namespace, run: Any, start: Any, devices: Any, folder: Path
+    args: argparse.Namespace, run: Any, resumed: folders.Resumed, devices: Any, folder: Path
 ) -> int:
     # In a multi-process run, every process trains on its share of the data; process 0 reports.
     lead = runs.is_lead_process()
     quiet = args.quiet or not lead
+    start = resumed.start
     saver = folders.periodic_saver(run, folder, start, args.checkpoint_every) if lead else None
     try:
         trained = runs.train(
@@ -224,12 +233,14 @@ def _train_prepared(
             devices=devices,
             quiet=quiet,
             on_progress=saver,
+            early_stopping_state=resumed.early_stopping_state,
         )
         if not lead:
             if trained.interrupted is not None:
                 return 128 + trained.interrupted
             return 1 if trained.result.diverged is not None else 0
-        written = folders.write_run_folder(run, trained, folder, plots=trained.interrupted is None)
+        plots = trained.interrupted is None
+        written = folders.write_run_folder(run, trained, folder, plots=plots, last=saver.last)
     except KeyboardInterrupt as stop:
         print(f"nnjax train: {stop or 'SIGINT'} while compiling: nothing written", file=sys.stderr)
         return 143 if str(stop) == "SIGTERM" else 130
@@ -258,24 +269,28 @@ def _report(trained: runs.Trained, written: folders.Written, folder: Path) -> in
         return 128 + trained.interrupted
     if result.diverged is not None:
         lower = runs.command_line(config, folder, learning_rate=config["learning_rate"] / 10)
+        kept = f"after the last completed epoch ({trained.epoch})"
+        if result.best_epoch is not None:
+            kept = f"of the best epoch ({result.best_epoch})"
         print(
             f"nnjax train: error: training diverged (non-finite loss or parameters) at epoch "
             f"{result.diverged.epoch + 1}, step {result.diverged.step + 1}; the learning rate "
-            f"({config['learning_rate']:g}) is likely too high. The parameters after the last "
-            f"completed epoch ({trained.epoch}) are in {written.checkpoint}. Continue with a "
-            f"lower learning rate:\n  {lower}",
+            f"({config['learning_rate']:g}) is likely too high. The parameters {kept} are in "
+            f"{written.checkpoint}. Continue with a lower learning rate:\n  {lower}",
             file=sys.stderr,
         )
         return 1
     for warning in diagnostics.diagnose(trained.history):
         print(f"warning: {warning}")
     scores = ", ".join(f"test {name} {test[key]:.4f}" for key, name in _SCORES if key in test)
+    stopping = written.metrics.get("early_stopping")
+    stopped = "" if stopping is None else run_training.summary_line(stopping) + "\n"
+    paths = (written.metrics_json, written.checkpoint, *written.plots)
     print(
-        f"{run_data.name(config)}: {scores} after {trained.epoch} epochs\n"
+        f"{run_data.name(config)}: {scores} after {trained.epoch} epochs\n{stopped}"
         f"wall time {trained.wall_seconds:.1f} s (compile {result.compile_seconds:.1f} s), "
         f"{result.steps_per_second:,.0f} steps/s, gradients: {config['grad']}\n"
-        f"wrote {written.metrics_json}, {written.checkpoint}, "
-        + ", ".join(str(p) for p in written.plots)
+        f"wrote {', '.join(map(str, paths))}"
     )
     return 0
 

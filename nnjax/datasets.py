@@ -11,7 +11,8 @@ labels ``y`` have shape ``(n_samples,)`` and dtype int32 and hold class indices 
 * Preparation: :func:`train_test_split` (a random permutation chosen by a key) and
   :func:`standardize` (zero mean, unit variance with the training split's statistics only).
 * :func:`load_dataset` builds any of the above by name (see :data:`DATASETS`), splits it and
-  standardizes it, returning a :class:`Dataset`.
+  standardizes it, returning a :class:`Dataset`, in one compiled program with the bits of those
+  steps run one by one (``nnjax._staging``); :func:`dimensions` tells its sizes beforehand.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnjax import _staging
 from nnjax._validation import check_all_finite, check_choice, check_number
 from nnjax.synthetic import make_circles, make_moons, make_spirals, make_xor
 
@@ -34,6 +36,7 @@ __all__ = [
     "DATASETS",
     "SYNTHETIC_DATASETS",
     "Dataset",
+    "dimensions",
     "load_breast_cancer",
     "load_dataset",
     "load_digits",
@@ -136,9 +139,15 @@ def _sklearn_data(name: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _load_sklearn(name: str) -> tuple[jax.Array, jax.Array]:
+def _sklearn_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A bundled dataset as float32 inputs and int32 labels, cast on the host."""
     x, y = _sklearn_data(name)
-    return jnp.asarray(x, dtype=jnp.float32), jnp.asarray(y, dtype=jnp.int32)
+    return x.astype(np.float32), y.astype(np.int32)
+
+
+def _load_sklearn(name: str) -> tuple[jax.Array, jax.Array]:
+    x, y = _sklearn_arrays(name)
+    return jnp.asarray(x), jnp.asarray(y)
 
 
 def load_digits() -> tuple[jax.Array, jax.Array]:
@@ -320,6 +329,20 @@ def standardize(
 # --------------------------------------------------------------------------------------------------
 
 
+def dimensions(name: str) -> tuple[int, int]:
+    """The number of features and of classes of the dataset ``name``, before it is built.
+
+    Args:
+      name: one of :data:`DATASETS`.
+
+    Returns:
+      ``(n_features, num_classes)``, e.g. ``(64, 10)`` for ``"digits"``.
+    """
+    check_choice("dataset name", name, DATASETS)
+    n_features = _sklearn_data(name)[0].shape[1] if name in _BUNDLED else 2
+    return n_features, _NUM_CLASSES[name]
+
+
 def load_dataset(
     name: str,
     key: jax.Array,
@@ -366,14 +389,39 @@ def load_dataset(
     if name == "xor":
         x, y = make_xor()
         return Dataset(name, x, y, x, y, num_classes)
+    x, y = (None, None) if name in _SYNTHETIC else _sklearn_arrays(name)
+    arrays = _split_dataset(key, x, y, name, test_fraction, n_samples)
+    return Dataset(name, *arrays, num_classes)
 
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _split_dataset(
+    key: jax.Array,
+    x: np.ndarray | None,
+    y: np.ndarray | None,
+    name: str,
+    test_fraction: float,
+    n_samples: int | None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``load_dataset``'s arrays in one compiled program (``_staging``: the same bits)."""
+    arrays = functools.partial(_split_arrays, name, test_fraction, n_samples)
+    return _staging.replay(arrays, key, x, y)
+
+
+def _split_arrays(
+    name: str,
+    test_fraction: float,
+    n_samples: int | None,
+    key: jax.Array,
+    x: jax.Array | None,
+    y: jax.Array | None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """A bundled ``(x, y)``, or the synthetic data of one half of ``key``, split by the other
+    half and standardized."""
     data_key, split_key = jax.random.split(key)
     if name in _SYNTHETIC:
         kwargs = {} if n_samples is None else {"n_samples": n_samples}
         x, y = _SYNTHETIC[name](data_key, **kwargs)
-    else:
-        x, y = _load_sklearn(name)
-
     x_train, y_train, x_test, y_test = train_test_split(split_key, x, y, test_fraction)
     x_train, x_test, _, _ = standardize(x_train, x_test)
-    return Dataset(name, x_train, y_train, x_test, y_test, num_classes)
+    return x_train, y_train, x_test, y_test

@@ -4,7 +4,9 @@ A run folder holds what ``nnjax train`` writes, and nothing else:
 
 - ``checkpoint.safetensors``: the run's state, and its only source of truth: parameters,
   optimizer state, model state (BatchNorm's running statistics), configuration (with every
-  change ``--resume`` made to it), the epoch reached and the whole per-epoch history.
+  change ``--resume`` made to it), the epoch reached and the whole per-epoch history. With early
+  stopping, the parameters and states are the best epoch's, and early stopping's state goes with
+  them (``nnjax.run_training``).
 - ``metrics.json``: derived from the checkpoint (its history, the test metrics of its
   parameters, timings, versions), naming the checkpoint it was derived from by its SHA-256.
 - the PNG plots, derived too; ``metrics.json`` records the epoch they show (``plots_epoch``),
@@ -16,26 +18,34 @@ Each file is replaced atomically (``files.atomic_write``), the checkpoint first.
 moment leaves the previous checkpoint or the new one; a ``metrics.json`` that names another
 checkpoint is stale and is derived again from the checkpoint, never trusted for the history.
 Folders written before the checkpoint held the history (``checkpoint.npz``) are read with the
-history of their ``metrics.json`` when both agree on the epoch, and refused otherwise.
+history of their ``metrics.json`` when both agree on the epoch, and refused otherwise. The names,
+the checks before a run and the lock are ``nnjax._folder_setup``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
-import re
-import socket
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import filelock
 import jax
 
-from nnjax import _validation, checkpoints, run_data, run_model, runs, training
+from nnjax import _validation, checkpoints, run_data, run_model, run_training, runs, training
+from nnjax._folder_setup import (
+    CHECKPOINT,
+    LEGACY_CHECKPOINT,
+    METRICS,
+    PLOTS,
+    WRITTEN,
+    checkpoint_path,
+    default_folder,
+    discard,
+    holds_run,
+    locked,
+    prepare,
+    sha256,
+)
 from nnjax._run_history import check_history
 from nnjax.files import write_json
 
@@ -46,6 +56,8 @@ __all__ = [
     "PLOTS",
     "WRITTEN",
     "Interval",
+    "Resumed",
+    "Saver",
     "Written",
     "check_history",
     "checkpoint_path",
@@ -61,172 +73,10 @@ __all__ = [
     "read_metrics",
     "redraw",
     "resume",
+    "resume_run",
     "sha256",
     "write_run_folder",
 ]
-
-CHECKPOINT = "checkpoint.safetensors"
-LEGACY_CHECKPOINT = "checkpoint.npz"
-METRICS = "metrics.json"
-PLOTS = (
-    "history.png",
-    "activations.png",
-    "confusion_matrix.png",
-    "gradient_norms.png",
-    "activation_std.png",
-    "decision_boundary.png",
-    "predicted_vs_true.png",
-)
-_LOCK, _OWNER = ".nnjax.lock", ".nnjax.owner"
-WRITTEN = (CHECKPOINT, LEGACY_CHECKPOINT, METRICS, *PLOTS, _LOCK, _OWNER)
-"""Every name nnjax writes in a run folder: all that ``--overwrite`` may remove."""
-
-# files.atomic_write's temporaries: ".<name>.<12 hex digits>.tmp" beside their target.
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$")
-
-
-def sha256(path: Path) -> str:
-    """The SHA-256 of a file's content, in hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def checkpoint_path(folder: Path) -> Path | None:
-    """The folder's checkpoint: ``checkpoint.safetensors``, else a legacy ``checkpoint.npz``."""
-    for name in (CHECKPOINT, LEGACY_CHECKPOINT):
-        if (folder / name).exists():
-            return folder / name
-    return None
-
-
-def holds_run(folder: Path) -> bool:
-    """Whether ``folder`` holds a checkpoint or a ``metrics.json``."""
-    return checkpoint_path(folder) is not None or (folder / METRICS).exists()
-
-
-def default_folder(dataset: str, *, resume: bool, root: Path = Path("runs")) -> Path:
-    """The folder of a run given no ``--output``: never one that holds a run already.
-
-    A new run takes the first free name of ``runs/DATASET``, ``runs/DATASET-2``, ...; a resumed
-    one continues the most recently written of those that hold a checkpoint (``runs/DATASET``
-    when none does, for the error to name).
-    """
-    names = [root / dataset, *(root / f"{dataset}-{i}" for i in range(2, 10_000))]
-    if not resume:
-        return next(folder for folder in names if not holds_run(folder))
-    candidates = [f for f in _numbered(root, dataset) if checkpoint_path(f) is not None]
-    if not candidates:
-        return root / dataset
-    return max(candidates, key=lambda f: checkpoint_path(f).stat().st_mtime_ns)
-
-
-def _numbered(root: Path, dataset: str) -> list[Path]:
-    if not root.is_dir():
-        return []
-    pattern = re.compile(rf"^{re.escape(dataset)}(-[0-9]+)?$")
-    return [entry for entry in root.iterdir() if pattern.match(entry.name)]
-
-
-def _check_writable(folder: Path) -> None:
-    """Creates ``folder`` and a file in it, or raises ValueError naming the reason."""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".nnjax.probe.{os.getpid()}"
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 4096)  # a file-size limit below a page shows here, not after training
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(f"cannot write in {folder}: {error.strerror or error}") from None
-
-
-def _remove_temporaries(folder: Path) -> None:
-    """Removes what killed atomic writes of nnjax's files left behind."""
-    for entry in folder.iterdir():
-        match = _TEMPORARY.match(entry.name)
-        if match and match["name"] in WRITTEN and entry.is_file():
-            entry.unlink(missing_ok=True)
-
-
-def _clear(folder: Path) -> None:
-    """Removes nnjax's files from ``folder``; refuses a folder that holds anything else."""
-    foreign = sorted(e.name for e in folder.iterdir() if e.name not in WRITTEN)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-        raise ValueError(f"--overwrite: {folder} holds files nnjax did not write ({shown})")
-    for name in WRITTEN:
-        if name not in (_LOCK, _OWNER):
-            (folder / name).unlink(missing_ok=True)
-
-
-def prepare(folder: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Checks ``folder`` before anything is loaded or compiled, and readies it for the run.
-
-    The folder must be creatable and writable. Without ``resume`` or ``overwrite`` it must not
-    hold a run already; with ``resume`` it must hold a checkpoint; with ``overwrite`` nnjax's files
-    are removed, and a folder holding anything else is refused. Temporary files of killed writes
-    are removed.
-
-    Raises:
-      ValueError: with a one-line message naming the folder and what is wrong.
-    """
-    folder = Path(folder)
-    _check_writable(folder)
-    _remove_temporaries(folder)
-    if resume and checkpoint_path(folder) is None:
-        raise ValueError(f"--resume: no checkpoint in {folder}")
-    if overwrite and not resume:
-        _clear(folder)
-    elif holds_run(folder) and not resume:
-        raise ValueError(
-            f"{folder} holds a run already: pass --resume to continue it or --overwrite to "
-            "replace it"
-        )
-    return folder
-
-
-def discard(folder: Path) -> None:
-    """Removes ``folder`` if it holds nothing but nnjax's lock: what a run that failed before
-    writing anything leaves of a folder it created."""
-    if folder.is_dir() and all(entry.name in (_LOCK, _OWNER) for entry in folder.iterdir()):
-        for name in (_LOCK, _OWNER):
-            (folder / name).unlink(missing_ok=True)
-        folder.rmdir()
-
-
-@contextlib.contextmanager
-def locked(folder: Path) -> Iterator[None]:
-    """Holds ``folder``'s lock while the body runs: a second run on it fails at once.
-
-    Raises:
-      ValueError: if another process holds the lock, naming its pid and host.
-    """
-    lock = filelock.FileLock(folder / _LOCK, timeout=0)
-    try:
-        lock.acquire()
-        (folder / _OWNER).write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    except filelock.Timeout:
-        holder = _read_owner(folder / _OWNER)
-        raise ValueError(f"{folder} is in use by another nnjax process ({holder})") from None
-    except OSError as error:
-        lock.release()
-        raise ValueError(f"cannot write in {folder}: {error.strerror or error}") from None
-    try:
-        yield
-    finally:
-        (folder / _OWNER).unlink(missing_ok=True)
-        lock.release()
-
-
-def _read_owner(path: Path) -> str:
-    try:
-        return path.read_text().strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:
@@ -290,6 +140,7 @@ def _config_changes(config: dict[str, Any], saved: Any, epoch: int) -> list[dict
     """
     if not isinstance(saved, dict):
         raise ValueError("the checkpoint's configuration is not a JSON object")
+    saved = {**run_training.DEFAULTS, **saved}  # options a folder may be older than
     different = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
     fixed = {k: pair for k, pair in different.items() if k not in runs.RESUMABLE}
     if fixed:
@@ -324,15 +175,41 @@ def _read(folder: Path) -> tuple[Path, dict[str, Any], int, Any]:
     return path, config, epoch, check_history(history, epoch, str(path))
 
 
-def resume(run: runs.Run, folder: Path) -> runs.Start:
+def _load(run: runs.Run, path: Path) -> checkpoints.Checkpoint:
+    """The checkpoint at ``path`` of ``run``, early stopping's state included."""
+    trees = (run.initial_params, run.initial_opt_state, run.initial_model_state)
+    return checkpoints.load_checkpoint(
+        path,
+        params_like=trees[0],
+        opt_state_like=trees[1],
+        model_state_like=trees[2],
+        early_stopping_like=run_training.template(run.config, trees, run.data.x_train.dtype),
+    )
+
+
+class Resumed(NamedTuple):
+    """Where a run continues: its ``runs.Start``, and early stopping's state (None without)."""
+
+    start: runs.Start
+    early_stopping_state: training.StopState | None
+
+
+def resume_run(run: runs.Run, folder: Path) -> Resumed:
     """Where the run in ``folder`` stopped, read from its checkpoint alone.
 
     Options in ``runs.RESUMABLE`` may differ from the checkpoint's latest configuration; each
-    difference is recorded in ``Start.changes``.
+    difference is recorded in ``Start.changes``. Pass both to ``runs.train``.
+
+    Args:
+      run: the run, as configured now.
+      folder: its folder.
+
+    Returns:
+      The ``Resumed`` start and early stopping's state.
 
     Raises:
       ValueError: if there is no checkpoint, it is damaged, another option differs (or the data
-        file's content), or it is at ``epochs`` already.
+        file's content), it is at ``epochs`` already, or early stopping stopped it.
     """
     try:
         path, config, epoch, history = _read(Path(folder))
@@ -341,18 +218,33 @@ def resume(run: runs.Run, folder: Path) -> runs.Start:
         earlier = config.get("changes", [])
         if not isinstance(earlier, list):
             raise ValueError(f"{path}: the configuration's changes are not a list")
-        saved = run.load_checkpoint(path)
+        saved = _load(run, path)
     except OSError as error:
         raise ValueError(f"cannot read {folder}: {error.strerror or error}") from None
+    (params, opt_state, model_state), stopper = run_training.resumed(run.config, saved)
     changes = (*earlier, *changes)
-    return runs.Start(saved.params, saved.opt_state, epoch, history, changes, saved.model_state)
+    start = runs.Start(params, opt_state, epoch, history, changes, model_state)
+    return Resumed(start, stopper)
+
+
+def resume(run: runs.Run, folder: Path) -> runs.Start:
+    """``resume_run``'s start alone, for a run without early stopping.
+
+    Args:
+      run: the run, as configured now.
+      folder: its folder.
+
+    Returns:
+      The ``runs.Start``.
+    """
+    return resume_run(run, folder).start
 
 
 def _save(run: runs.Run, folder: Path, state: tuple, extra: dict[str, Any]) -> dict[str, Any]:
-    """Writes the checkpoint of ``state`` (params, opt_state, model_state, epoch, history,
-    changes), then returns the metrics.json content derived from it, ``extra`` included (not yet
-    written)."""
-    params, opt_state, model_state, epoch, history, changes = state
+    """Writes the checkpoint of ``state`` (``run_training.saved_trees``' three results, epoch,
+    history, changes), then returns the metrics.json content derived from it, ``extra`` included
+    (not yet written)."""
+    (params, opt_state, model_state), stopping, summary, epoch, history, changes = state
     config = {**run.config, "changes": list(changes)}
     path = folder / CHECKPOINT
     checkpoints.save_checkpoint(
@@ -363,11 +255,13 @@ def _save(run: runs.Run, folder: Path, state: tuple, extra: dict[str, Any]) -> d
         epoch=epoch,
         history=history,
         model_state=model_state,
+        early_stopping=stopping,
     )
     return {
         "config": config,
         "epochs_completed": epoch,
         "history": history,
+        **({} if summary is None else {"early_stopping": summary}),
         **extra,
         "processes": jax.process_count(),
         "devices": jax.device_count(),
@@ -377,41 +271,88 @@ def _save(run: runs.Run, folder: Path, state: tuple, extra: dict[str, Any]) -> d
     }
 
 
-def periodic_saver(
-    run: runs.Run, folder: Path, start: runs.Start, every: Interval
-) -> Callable[[training.Progress], None]:
-    """An ``on_progress`` for ``runs.train`` that saves the checkpoint (and a metrics.json derived
-    from it, without test metrics) every ``every``; the plots stay as they were, now stale."""
-    last = {"epoch": start.epoch, "time": time.perf_counter()}
+def _saved_trees(run: runs.Run, last: Any, stopper: Any, epoch: int) -> tuple:
+    """``run_training.saved_trees`` of the state in ``last`` (a Progress or a TrainResult)."""
+    trees = (last.params, last.opt_state, last.model_state)
+    return run_training.saved_trees(run.config, trees, stopper, epoch)
 
-    def save(progress: training.Progress) -> None:
+
+class Saver:
+    """An ``on_progress`` for ``runs.train`` that saves the checkpoint (and a metrics.json derived
+    from it, without test metrics) every ``every``; the plots stay as they were, now stale.
+
+    Attributes:
+      last: the latest ``training.Progress`` seen (None before the first), for
+        ``write_run_folder``: with early stopping, the state ``--resume`` continues from.
+    """
+
+    def __init__(self, run: runs.Run, folder: Path, start: runs.Start, every: Interval):
+        self.run, self.folder, self.changes, self.every = run, folder, start.changes, every
+        self.saved = {"epoch": start.epoch, "time": time.perf_counter()}
+        self.last: training.Progress | None = None
+
+    def __call__(self, progress: training.Progress) -> None:
+        """Keeps ``progress`` as ``last``; saves it if ``every`` has passed since the last save."""
+        self.last = progress
         now = time.perf_counter()
-        by_epochs = every.epochs and progress.epoch - last["epoch"] >= every.epochs
-        by_seconds = every.seconds and now - last["time"] >= every.seconds
+        by_epochs = self.every.epochs and progress.epoch - self.saved["epoch"] >= self.every.epochs
+        by_seconds = self.every.seconds and now - self.saved["time"] >= self.every.seconds
         if not (by_epochs or by_seconds):
             return
-        trees = jax.device_get((progress.params, progress.opt_state, progress.model_state))
-        state = (*trees, progress.epoch, progress.history, start.changes)
-        write_json(folder / METRICS, _save(run, folder, state, {"test": None, "complete": False}))
-        last.update(epoch=progress.epoch, time=now)
+        saved = _saved_trees(self.run, progress, progress.early_stopping_state, progress.epoch)
+        state = (*saved, progress.epoch, progress.history, self.changes)
+        extra = {"test": None, "complete": False}
+        write_json(self.folder / METRICS, _save(self.run, self.folder, state, extra))
+        self.saved.update(epoch=progress.epoch, time=now)
 
-    return save
+
+def periodic_saver(run: runs.Run, folder: Path, start: runs.Start, every: Interval) -> Saver:
+    """The ``Saver`` of ``run`` in ``folder`` from ``start``, saving every ``every``.
+
+    Args:
+      run: the run.
+      folder: its folder.
+      start: where it starts (``runs.Run.fresh_start`` or ``resume_run``).
+      every: how often to save.
+
+    Returns:
+      The ``Saver``, to pass to ``runs.train`` as ``on_progress``.
+    """
+    return Saver(run, folder, start, every)
 
 
 def write_run_folder(
-    run: runs.Run, trained: runs.Trained, folder: Path, *, plots: bool = True
+    run: runs.Run,
+    trained: runs.Trained,
+    folder: Path,
+    *,
+    plots: bool = True,
+    last: training.Progress | None = None,
 ) -> Written:
     """Writes ``runs.train``'s ``trained`` into ``folder``: the checkpoint, the plots (unless
-    ``plots`` is False or training diverged), then metrics.json.
+    ``plots`` is False, training diverged or never evaluated), then metrics.json.
 
     Only process 0 calls it (``runs.is_lead_process``).
+
+    Args:
+      run: the run.
+      trained: what ``runs.train`` returned.
+      folder: its folder.
+      plots: whether to draw the plots.
+      last: with early stopping, the run's last ``training.Progress`` (``Saver.last``), whose
+        state ``--resume`` continues from; without it, a resumed run continues from the best
+        epoch's state.
+
+    Returns:
+      What was ``Written``.
     """
     folder = Path(folder)
     result = trained.result
+    stopper = result.early_stopping_state
+    source = result if last is None or stopper is None else last
     # On this process's devices only, for the evaluation and plots below.
-    params, opt_state, model_state = jax.device_get(
-        (result.params, result.opt_state, result.model_state)
-    )
+    saved = _saved_trees(run, source, stopper, trained.epoch)
+    params, _, model_state = saved[0]
     extra = {
         "test": run_model.test_metrics(run.model, run.data, params, model_state),
         "complete": trained.interrupted is None and result.diverged is None,
@@ -420,14 +361,30 @@ def write_run_folder(
         "steps_per_second": result.steps_per_second,
         "diverged": None if result.diverged is None else result.diverged._asdict(),
     }
-    state = (params, opt_state, model_state, trained.epoch, trained.history, trained.changes)
+    state = (*saved, trained.epoch, trained.history, trained.changes)
     payload = _save(run, folder, state, extra)
     drawn = []
-    if plots and result.diverged is None:
+    # A run that never evaluated (eval_every 0) has no history to draw.
+    if plots and result.diverged is None and trained.history.get("train_loss"):
         drawn = runs.write_plots(run, params, trained.history, folder, model_state)
         payload["plots_epoch"] = trained.epoch
     write_json(folder / METRICS, payload)
     return Written(folder / CHECKPOINT, folder / METRICS, payload, drawn)
+
+
+def _loaded(folder: Path) -> tuple[runs.Run, checkpoints.Checkpoint, dict[str, list[float]], int]:
+    """The run of a folder nnjax wrote, its checkpoint, history and epoch (``load_run_folder``)."""
+    folder = Path(folder)
+    if not holds_run(folder):
+        raise ValueError(f"{folder} is not a run folder: no checkpoint or {METRICS}")
+    try:
+        path, config, epoch, history = _read(folder)
+        run = runs.Run(runs.saved_config(config))
+        saved = _load(run, path)
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"cannot read the run folder {folder}: {error}") from None
+    run_data.check_unchanged(config, run.config)
+    return run, saved, history, epoch
 
 
 def load_run_folder(folder: Path) -> tuple[runs.Run, Any, dict[str, list[float]], int, Any]:
@@ -438,16 +395,7 @@ def load_run_folder(folder: Path) -> tuple[runs.Run, Any, dict[str, list[float]]
       ValueError: naming the folder and what is wrong, if anything in it cannot be read, or if
         its data file changed since.
     """
-    folder = Path(folder)
-    if not holds_run(folder):
-        raise ValueError(f"{folder} is not a run folder: no checkpoint or {METRICS}")
-    try:
-        path, config, epoch, history = _read(folder)
-        run = runs.Run(runs.saved_config(config))
-        saved = run.load_checkpoint(path)
-    except (OSError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"cannot read the run folder {folder}: {error}") from None
-    run_data.check_unchanged(config, run.config)
+    run, saved, history, epoch = _loaded(folder)
     return run, saved.params, history, epoch, saved.model_state
 
 
@@ -455,7 +403,8 @@ def redraw(folder: Path) -> list[Path]:
     """Draws the plots of ``folder`` again from its checkpoint, and records them in metrics.json
     (derived again from the checkpoint if it was stale)."""
     folder = Path(folder)
-    run, params, history, epoch, model_state = load_run_folder(folder)
+    run, saved, history, epoch = _loaded(folder)
+    params, model_state = saved.params, saved.model_state
     paths = runs.write_plots(run, params, history, folder, model_state)
     payload = read_metrics(folder)
     path = checkpoint_path(folder)
@@ -463,6 +412,9 @@ def redraw(folder: Path) -> list[Path]:
         payload = {**(payload or {}), "config": run.config, "epochs_completed": epoch}
         test = run_model.test_metrics(run.model, run.data, params, model_state)
         payload |= {"history": history, "test": test}
+        if saved.early_stopping is not None:
+            stopping = run_training.summary(run.config, saved.early_stopping, epoch)
+            payload["early_stopping"] = stopping
         payload["checkpoint_sha256"] = sha256(path)
     write_json(folder / METRICS, payload | {"plots_epoch": epoch})
     return paths

@@ -7,13 +7,15 @@ user's own plotting setup is left as it was. PNG output goes through matplotlib'
 Each ``plot_*`` function takes the output ``path``, creates its parent directories, writes the PNG
 atomically (to a temporary file in the same directory, then ``os.replace``, so an error never
 leaves a half-written image behind) and returns the path as a ``pathlib.Path``. The file is
-always PNG, whatever suffix ``path`` has.
+always PNG, whatever suffix ``path`` has. A figure can also be drawn into memory
+(``png_bytes``, e.g. in another thread) and written later (``write_png``). Figures are laid out
+once, with fixed margins: a layout engine would cost more than the drawing.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,13 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nnjax import _validation, activations
-from nnjax.files import atomic_write
+from nnjax import _figures, _validation, activations
+from nnjax._figures import DPI, PathLike, png_bytes, save_figure, write_png
 from nnjax.metrics import DERIVED_KEYS, HISTORY_KEYS
 
 __all__ = [
+    "DPI",
+    "activations_figure",
     "confusion_matrix",
     "plot_activations",
     "plot_confusion_matrix",
@@ -38,29 +42,10 @@ __all__ = [
     "plot_history",
     "plot_layer_history",
     "plot_sweep",
+    "png_bytes",
     "save_figure",
+    "write_png",
 ]
-
-DPI = 110
-"""Resolution of every saved PNG, in dots per inch."""
-
-PathLike = str | os.PathLike[str]
-
-
-def save_figure(fig: Figure, path: PathLike) -> Path:
-    """Writes ``fig`` as a PNG to ``path`` atomically and returns ``Path(path)``.
-
-    Args:
-      fig: the figure to save, at :data:`DPI` dots per inch.
-      path: where to write the PNG; parent directories are created. The file is PNG whatever
-        suffix ``path`` has.
-
-    Returns:
-      ``path`` as a ``pathlib.Path``.
-    """
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=DPI)
-    return Path(path)
 
 
 def _as_labels(name: str, labels: Any, num_classes: int | None = None) -> np.ndarray:
@@ -77,25 +62,61 @@ _ACTIVATION_PANELS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-@jax.jit
-def _activation_curves(x: jax.Array) -> dict[str, tuple[jax.Array, jax.Array, jax.Array]]:
-    """Each panel's f(x), hand-written f'(x) and autodiff f'(x), in one compiled program."""
-    return {
+@functools.partial(jax.jit, static_argnums=2)
+def _activation_curves(
+    low: float, high: float, num: int
+) -> tuple[jax.Array, dict[str, tuple[jax.Array, jax.Array, jax.Array]]]:
+    """``x`` and each panel's f(x), hand-written f'(x) and autodiff f'(x), in one program."""
+    x = jnp.linspace(low, high, num, dtype=jnp.float32)
+    return x, {
         name: (fn(x), derivative(x), jax.vmap(jax.grad(fn))(x))
         for name, (fn, derivative) in activations.ACTIVATIONS.items()
     }
 
 
-def plot_activations(
-    path: PathLike, x_range: tuple[float, float] = (-5.0, 5.0), num: int = 201
-) -> Path:
-    r"""Plots sigmoid, ReLU and tanh side by side with their derivatives, proven against autodiff.
+def activations_figure(x_range: tuple[float, float] = (-5.0, 5.0), num: int = 201) -> Figure:
+    r"""Sigmoid, ReLU and tanh side by side with their derivatives, proven against autodiff.
 
     The spec's activation figure (one row of three panels), extended: each panel draws the
     function :math:`f(x)`, its hand-written derivative from ``nnjax.activations`` (e.g.
     :math:`\sigma'(x) = \sigma(x)(1 - \sigma(x))`) and, dashed over it,
     ``jax.vmap(jax.grad(f))(x)``, so the reader sees the two derivatives coincide. The largest
     absolute difference between them is written in each panel's legend.
+
+    Args:
+      x_range: ``(low, high)``, the finite interval of ``x`` to plot, ``low < high``.
+      num: the number of evenly spaced points on the interval, at least 2.
+
+    Returns:
+      The figure, not yet drawn (``save_figure``, ``png_bytes``).
+    """
+    if len(x_range) != 2:
+        raise ValueError(f"x_range must be (low, high), got {x_range!r}")
+    low, high = float(x_range[0]), float(x_range[1])
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"x_range must be finite with low < high, got {x_range!r}")
+    num = _validation.check_int("num", num, 2)
+
+    x, curves = jax.device_get(_activation_curves(low, high, num))
+    fig = _figures.figure(13, 4.2, left=0.5, wspace=0.15)
+    for ax, (name, title, symbol) in zip(fig.subplots(1, 3), _ACTIVATION_PANELS, strict=True):
+        value, hand, auto = curves[name]
+        max_diff = float(np.max(np.abs(hand - auto)))
+        ax.plot(x, value, color="C0", linewidth=2, label=f"{symbol}(x)")
+        ax.plot(x, hand, color="C1", linewidth=4, alpha=0.6, label=f"hand-written {symbol}'(x)")
+        ax.plot(x, auto, color="k", linewidth=1.5, linestyle="--", label="jax.grad (autodiff)")
+        ax.plot([], [], linestyle="none", label=f"max |hand − autodiff| = {max_diff:.1e}")
+        ax.set_title(title)
+        ax.set_xlabel("x")
+        ax.grid(True)
+        ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def plot_activations(
+    path: PathLike, x_range: tuple[float, float] = (-5.0, 5.0), num: int = 201
+) -> Path:
+    """Plots ``activations_figure(x_range, num)``: the activation functions and derivatives.
 
     Args:
       path: where to write the PNG; parent directories are created.
@@ -105,30 +126,7 @@ def plot_activations(
     Returns:
       ``path`` as a ``pathlib.Path``.
     """
-    if len(x_range) != 2:
-        raise ValueError(f"x_range must be (low, high), got {x_range!r}")
-    low, high = float(x_range[0]), float(x_range[1])
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"x_range must be finite with low < high, got {x_range!r}")
-    num = _validation.check_int("num", num, 2)
-
-    x = jnp.linspace(low, high, num, dtype=jnp.float32)
-    x_np = np.asarray(x)
-    fig = Figure(figsize=(13, 4.2), layout="constrained")
-    axes = fig.subplots(1, 3)
-    curves = jax.device_get(_activation_curves(x))
-    for ax, (name, title, symbol) in zip(axes, _ACTIVATION_PANELS, strict=True):
-        value, hand, auto = curves[name]
-        max_diff = float(np.max(np.abs(hand - auto)))
-        ax.plot(x_np, value, color="C0", linewidth=2, label=f"{symbol}(x)")
-        ax.plot(x_np, hand, color="C1", linewidth=4, alpha=0.6, label=f"hand-written {symbol}'(x)")
-        ax.plot(x_np, auto, color="k", linewidth=1.5, linestyle="--", label="jax.grad (autodiff)")
-        ax.plot([], [], linestyle="none", label=f"max |hand − autodiff| = {max_diff:.1e}")
-        ax.set_title(title)
-        ax.set_xlabel("x")
-        ax.grid(True)
-        ax.legend(loc="best", fontsize=8)
-    return save_figure(fig, path)
+    return save_figure(activations_figure(x_range, num), path)
 
 
 def _history_series(history: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
@@ -174,7 +172,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path: PathLike) -> Path
     panels = [("loss", "Loss")] + ([("accuracy", "Accuracy")] if has_accuracy else [])
     panels += [("r2", "R²")] if "val_r2" in series else []
 
-    fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
+    fig = _figures.figure(5.5 * len(panels), 4, wspace=0.3)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (metric, title) in zip(axes, panels, strict=True):
         drawn = []
@@ -288,7 +286,7 @@ def plot_decision_boundary(
     num_classes = int(max(y.max(), predicted.max())) + 1
     cmap = ListedColormap(_class_colors(num_classes))
     norm = BoundaryNorm(np.arange(num_classes + 1) - 0.5, num_classes)
-    fig = Figure(figsize=(6, 5), layout="constrained")
+    fig = _figures.figure(6, 5)
     ax = fig.subplots()
     # One flat cell per grid point, centred on it: no interpolation between class indices, which
     # would paint strips of a class never predicted where two other classes meet (0 | 1 | 2).
@@ -340,7 +338,7 @@ def plot_confusion_matrix(y_true: Any, y_pred: Any, num_classes: int, path: Path
     """
     counts = confusion_matrix(y_true, y_pred, num_classes)
     size = min(3.0 + 0.5 * num_classes, 14.0)
-    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
+    fig = _figures.figure(size + 1.0, size, left=0.6, right=0.1)
     ax = fig.subplots()
     image = ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(int(counts.max()), 1))
     fig.colorbar(image, ax=ax, label="count")
@@ -411,7 +409,7 @@ def plot_sweep(
     seeds = losses.shape[1]
     masked = np.where(finite, losses, np.nan)
     shown = finite.any(axis=1)
-    fig = Figure(figsize=(6.5, 4.5))
+    fig = _figures.figure(6.5, 4.5, left=1.05)
     ax = fig.subplots()
     median = np.nanmedian(masked[shown], axis=1)
     ax.fill_between(
@@ -434,7 +432,6 @@ def plot_sweep(
     ax.set_title(f"Final loss against {xlabel}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -473,7 +470,7 @@ def plot_layer_history(
     if not keys or "diagnostics_epoch" not in history:
         raise ValueError(f"history has no diagnostics named {prefix!r}_layer*")
     epochs = np.asarray(history["diagnostics_epoch"], dtype=float)
-    fig = Figure(figsize=(7, 4.5))
+    fig = _figures.figure(7, 4.5, left=1.05)
     ax = fig.subplots()
     colors = colormaps["viridis"](np.linspace(0, 0.9, len(keys)))
     values = [np.asarray(history[k], dtype=float) for k in keys]
@@ -486,5 +483,4 @@ def plot_layer_history(
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small", ncol=2 if len(keys) > 6 else 1)
-    fig.tight_layout()
     return save_figure(fig, path)

@@ -7,19 +7,23 @@ r"""The data a run trains on: a built-in dataset or a data file, split and stand
 ``y`` are regression targets, standardized with the training split's statistics as the inputs
 are, :math:`y' = (y - \mu) / \sigma`; with the other losses they are class labels
 ``0 .. K-1``.
+
+``load`` is ``read`` (on the host: the file read and checked, the data's dimensions known) then
+``split`` (one compiled program), so that a run can initialize its network meanwhile.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from nnjax import _validation, datafiles, datasets
+from nnjax import _staging, _validation, datafiles, datasets
 
-__all__ = ["DATA_OPTIONS", "RunData", "check_unchanged", "load", "name"]
+__all__ = ["DATA_OPTIONS", "RunData", "Source", "check_unchanged", "load", "name", "read", "split"]
 
 DATA_OPTIONS = ("data", "label_column", "n_samples")
 """The configuration keys of the data beside ``dataset``, None unless given. Run folders written
@@ -54,15 +58,31 @@ def name(config: dict[str, Any]) -> str:
     return config["dataset"] if config["data"] is None else Path(config["data"]).stem
 
 
-def load(config: dict[str, Any], key: jax.Array) -> RunData:
-    """The data ``config`` names, split by ``key`` as ``datasets.load_dataset`` splits.
+class Source(NamedTuple):
+    """A run's data as ``read`` finds it, before ``split`` splits it.
+
+    Attributes:
+      num_features: the number of features of each example.
+      num_classes: the number of classes; 0 for regression.
+      sha256: the data file's SHA-256; None for a built-in dataset.
+      arrays: the data file's ``(x, y)``, checked: float32 inputs, int32 labels ``0 .. K-1`` or
+        float32 targets; None for a built-in dataset.
+    """
+
+    num_features: int
+    num_classes: int
+    sha256: str | None = None
+    arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def read(config: dict[str, Any]) -> Source:
+    """What ``split`` needs of the data ``config`` names: a data file is read and checked.
 
     Args:
       config: a run's configuration (``runs.make_config``).
-      key: the data's ``jax.random`` key.
 
     Returns:
-      A ``RunData``.
+      A ``Source``.
 
     Raises:
       ValueError: one line, for a malformed data file, labels or targets that do not fit the
@@ -71,7 +91,7 @@ def load(config: dict[str, Any], key: jax.Array) -> RunData:
     if config["data"] is not None:
         if config["n_samples"] is not None:
             raise ValueError("--n-samples sizes the synthetic datasets, not a data file")
-        return _from_file(config, key)
+        return _read_file(config)
     if config["label_column"] is not None:
         raise ValueError("--label-column names a column of a --data .csv file")
     if config["loss"] == "mse":
@@ -83,35 +103,91 @@ def load(config: dict[str, Any], key: jax.Array) -> RunData:
             f"--n-samples sizes the synthetic datasets ({', '.join(datasets.SYNTHETIC_DATASETS)})"
             f"; {config['dataset']!r} has a fixed size"
         )
-    dataset = datasets.load_dataset(
-        config["dataset"], key, test_fraction=config["test_fraction"], n_samples=config["n_samples"]
-    )
-    return RunData(dataset, None, None)
+    return Source(*datasets.dimensions(config["dataset"]))
 
 
-def _from_file(config: dict[str, Any], key: jax.Array) -> RunData:
+def split(
+    config: dict[str, Any], source: Source, key: jax.Array
+) -> tuple[datasets.Dataset, tuple[float, float] | None]:
+    """The data of ``source`` (``read(config)``), split by ``key`` and standardized.
+
+    Args:
+      config: a run's configuration (``runs.make_config``).
+      source: its data, read.
+      key: the data's ``jax.random`` key, split as ``datasets.load_dataset`` splits it.
+
+    Returns:
+      ``RunData``'s ``dataset`` and ``target_scale``.
+    """
+    if source.arrays is None:
+        dataset = datasets.load_dataset(
+            config["dataset"],
+            key,
+            test_fraction=config["test_fraction"],
+            n_samples=config["n_samples"],
+        )
+        return dataset, None
+    regression = source.num_classes == 0
+    *arrays, (mean, std) = _split_file(key, *source.arrays, config["test_fraction"], regression)
+    scale = (float(np.asarray(mean)[0]), float(np.asarray(std)[0])) if regression else None
+    return datasets.Dataset(name(config), *arrays, source.num_classes), scale
+
+
+def load(config: dict[str, Any], key: jax.Array) -> RunData:
+    """The data ``config`` names, split by ``key`` as ``datasets.load_dataset`` splits.
+
+    ``read``, then ``split``.
+
+    Args:
+      config: a run's configuration (``runs.make_config``).
+      key: the data's ``jax.random`` key.
+
+    Returns:
+      A ``RunData``.
+
+    Raises:
+      ValueError: as ``read``.
+    """
+    source = read(config)
+    return RunData(*split(config, source, key), source.sha256)
+
+
+def _read_file(config: dict[str, Any]) -> Source:
+    """``read`` of a data file: its arrays checked against the loss."""
     path = config["data"]
     file = datafiles.read_data_file(path, config["label_column"])
-    regression = config["loss"] == "mse"
     try:
         x = _validation.check_float32_values("x", file.x)
-        if regression:
+        if config["loss"] == "mse":
             y, num_classes = _validation.check_float32_values("y", file.y), 0
         else:
             y, num_classes = _labels(file.y)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+    return Source(x.shape[1], num_classes, file.sha256, (x, y))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _split_file(
+    key: jax.Array, x: np.ndarray, y: np.ndarray, test_fraction: float, regression: bool
+) -> tuple:
+    """A data file's arrays split and standardized, and the targets' mean and std, in one
+    compiled program (``_staging``: the same bits as step by step)."""
+    arrays = functools.partial(_split_file_arrays, test_fraction, regression)
+    return _staging.replay(arrays, key, x, y)
+
+
+def _split_file_arrays(
+    test_fraction: float, regression: bool, key: jax.Array, x: jax.Array, y: jax.Array
+) -> tuple:
+    """``_split_file``'s steps, one by one."""
     _, split_key = jax.random.split(key)  # as load_dataset: the other half generates data
-    x_train, y_train, x_test, y_test = datasets.train_test_split(
-        split_key, x, y, config["test_fraction"]
-    )
+    x_train, y_train, x_test, y_test = datasets.train_test_split(split_key, x, y, test_fraction)
     x_train, x_test, _, _ = datasets.standardize(x_train, x_test)
-    scale = None
+    scale = (None, None)
     if regression:
-        y_train, y_test, mean, std = datasets.standardize(y_train[:, None], y_test[:, None])
-        scale = (float(mean[0]), float(std[0]))
-    dataset = datasets.Dataset(name(config), x_train, y_train, x_test, y_test, num_classes)
-    return RunData(dataset, scale, file.sha256)
+        y_train, y_test, *scale = datasets.standardize(y_train[:, None], y_test[:, None])
+    return x_train, y_train, x_test, y_test, tuple(scale)
 
 
 def _labels(y: np.ndarray) -> tuple[np.ndarray, int]:

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nnjax import _validation, architecture, datasets, metrics
 from nnjax.model import Model
@@ -41,6 +42,7 @@ __all__ = [
     "model_options",
     "parse_shape",
     "test_metrics",
+    "test_predictions",
     "weights",
 ]
 
@@ -202,6 +204,13 @@ def weights(params: Any) -> list[jax.Array]:
     return [w for path, w in jax.tree.leaves_with_path(params) if is_weight(path)]
 
 
+def _classes(model: Model, out: jax.Array) -> jax.Array:
+    """The class each row of a classifier's outputs predicts, int32 ``(n,)``."""
+    if model.loss == "binary_cross_entropy":
+        return (out[:, 0] > 0.5).astype(jnp.int32)
+    return jnp.argmax(out, axis=-1).astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def class_predictions(model: Model, params: Any, state: Any, x: jax.Array) -> jax.Array:
     """The predicted class of each example of ``x``, int32 ``(n,)``.
@@ -215,19 +224,26 @@ def class_predictions(model: Model, params: Any, state: Any, x: jax.Array) -> ja
     Returns:
       The argmax of the softmax outputs, or sigmoid outputs above 0.5 for binary cross-entropy.
     """
+    return _classes(model, model.forward(params, x, state=state)[0])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _test_report(
+    model: Model, params: Any, state: Any, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The test split's loss, accuracy and predictions, in one compiled program."""
+    targets = metrics.prepare_targets(y, model.loss)
+    loss, accuracy = metrics.evaluate(params, x, targets, model, state=state)
     out, _ = model.forward(params, x, state=state)
-    if model.loss == "binary_cross_entropy":
-        return (out[:, 0] > 0.5).astype(jnp.int32)
-    return jnp.argmax(out, axis=-1).astype(jnp.int32)
-
-
-_evaluate = jax.jit(metrics.evaluate, static_argnums=3)  # one program, not one per operation
+    return loss, accuracy, out if model.loss == "mse" else _classes(model, out)
 
 
 def test_metrics(
     model: Model, data: datasets.Dataset, params: Any, state: Any = ()
 ) -> dict[str, float]:
     """The test metrics of ``model`` with ``params`` and ``state`` on ``data``'s test split.
+
+    The program that computes them also gives ``test_predictions``: one compilation for both.
 
     Args:
       model: the run's model.
@@ -238,8 +254,21 @@ def test_metrics(
     Returns:
       ``metrics.test_metrics`` of ``metrics.evaluate``'s loss and accuracy.
     """
-    targets = metrics.prepare_targets(data.y_test, model.loss)
-    test_loss, test_accuracy = jax.device_get(
-        _evaluate(params, data.x_test, targets, model, state=state)
-    )
-    return metrics.test_metrics(float(test_loss), float(test_accuracy), model.loss, targets)
+    report = _test_report(model, params, state, data.x_test, data.y_test)
+    test_loss, test_accuracy = jax.device_get(report[:2])
+    return metrics.test_metrics(float(test_loss), float(test_accuracy), model.loss, data.y_test)
+
+
+def test_predictions(
+    model: Model, data: datasets.Dataset, params: Any, state: Any = ()
+) -> np.ndarray:
+    """What ``model`` predicts for each example of ``data``'s test split.
+
+    Args:
+      model, data, params, state: as ``test_metrics`` takes them.
+
+    Returns:
+      A classifier's classes, int32 ``(n,)`` (``class_predictions``); a regression's outputs,
+      ``(n, 1)``.
+    """
+    return np.asarray(_test_report(model, params, state, data.x_test, data.y_test)[2])

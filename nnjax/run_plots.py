@@ -6,26 +6,30 @@ features, the decision boundary. A regression (``loss="mse"``): each test target
 against its true value (``plot_predicted_vs_true``), in the units of the data file. With
 diagnostics: the per-layer gradient norms and activation spreads.
 
-matplotlib is imported when a plot is drawn, not with this module.
+matplotlib is imported when a plot is drawn, not with this module; ``prepare`` imports it, draws
+the activation functions and compiles the test predictions in a background thread while the run
+trains.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import importlib
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jax
 import numpy as np
 
-from nnjax import _validation, metrics
-from nnjax.model import Model
+from nnjax import _validation, metrics, run_model
 
 if TYPE_CHECKING:
     from nnjax.runs import Run
 
-__all__ = ["plot_predicted_vs_true", "write_plots"]
+__all__ = ["plot_predicted_vs_true", "prepare", "write_plots"]
+
+_BACKGROUND = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nnjax-prepare")
 
 _LAYER_PLOTS = (
     # history entry, file, title, y label
@@ -56,14 +60,15 @@ def write_plots(
 
     paths = [plotting.plot_history(history, folder / "history.png")]
     if run.config["layers"] is None:
-        paths.append(plotting.plot_activations(folder / "activations.png"))
+        paths.append(_write_activations(folder / "activations.png"))
+    predicted = run_model.test_predictions(run.model, run.data, params, state)
     if run.target_scale is not None:
-        paths.append(_plot_regression(run, params, state, folder / "predicted_vs_true.png"))
+        paths.append(_plot_regression(run, predicted, folder / "predicted_vs_true.png"))
     else:
         paths.append(
             plotting.plot_confusion_matrix(
                 np.asarray(run.data.y_test),
-                np.asarray(run.class_predictions(params, run.data.x_test, state)),
+                predicted,
                 run.data.num_classes,
                 folder / "confusion_matrix.png",
             )
@@ -89,17 +94,55 @@ def write_plots(
     return paths
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _outputs(model: Model, params: Any, state: Any, x: jax.Array) -> jax.Array:
-    return model.forward(params, x, state=state)[0]
+def prepare(run: Run) -> None:
+    """Starts what ``write_plots`` and the test metrics of ``run`` need, in a background thread.
+
+    The compiled program of ``run_model.test_metrics`` and ``test_predictions``, matplotlib, and
+    for a dense network the activation functions' figure (the same for every run: drawn once).
+    Training compiles on one core meanwhile; without this, all of it would follow training.
+    Nothing is written: a killed run's folder is as it would be without it.
+
+    Args:
+      run: the run (``runs.Run``), not yet trained.
+    """
+    state = run.initial_model_state
+    _BACKGROUND.submit(run_model.test_metrics, run.model, run.data, run.initial_params, state)
+    if run.config["layers"] is None:
+        _activations_png()
+    else:
+        _BACKGROUND.submit(importlib.import_module, "nnjax.plotting")
 
 
-def _plot_regression(run: Run, params: Any, state: Any, path: Path) -> Path:
+def _draw_activations() -> bytes:
+    """The activation functions' figure (``plotting.activations_figure``) as a PNG."""
+    from nnjax import plotting
+
+    return plotting.png_bytes(plotting.activations_figure())
+
+
+@functools.cache
+def _activations_png() -> concurrent.futures.Future[bytes]:
+    """The activation functions' figure as a PNG, drawn once, in the background."""
+    return _BACKGROUND.submit(_draw_activations)
+
+
+def _write_activations(path: Path) -> Path:
+    """The activation functions' figure at ``path``: drawn by ``prepare``, else drawn now."""
+    from nnjax import plotting
+
+    drawn = _activations_png()
+    if drawn.exception() is not None:
+        return plotting.plot_activations(path)
+    return plotting.write_png(drawn.result(), path)
+
+
+def _plot_regression(run: Run, predicted: np.ndarray, path: Path) -> Path:
     """The test split's predictions against its targets, both in the data file's units."""
     mean, std = run.target_scale
-    predicted = np.asarray(_outputs(run.model, params, state, run.data.x_test), np.float64)
     true = np.asarray(run.data.y_test, np.float64)
-    return plot_predicted_vs_true(true * std + mean, predicted * std + mean, path)
+    return plot_predicted_vs_true(
+        true * std + mean, np.asarray(predicted, np.float64) * std + mean, path
+    )
 
 
 def plot_predicted_vs_true(y_true: Any, y_pred: Any, path: str | Path) -> Path:
@@ -117,9 +160,7 @@ def plot_predicted_vs_true(y_true: Any, y_pred: Any, path: str | Path) -> Path:
     Returns:
       ``path`` as a ``pathlib.Path``.
     """
-    from matplotlib.figure import Figure  # deferred, as in write_plots
-
-    from nnjax.plotting import save_figure
+    from nnjax import _figures  # deferred, as in write_plots
 
     y_true = np.asarray(y_true, np.float64)
     y_pred = np.asarray(y_pred, np.float64)
@@ -129,7 +170,7 @@ def plot_predicted_vs_true(y_true: Any, y_pred: Any, path: str | Path) -> Path:
         _validation.check_all_finite(name, values)
     r2 = metrics.r_squared(float(np.mean((y_true - y_pred) ** 2)), y_true)
     low, high = min(y_true.min(), y_pred.min()), max(y_true.max(), y_pred.max())
-    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    fig = _figures.figure(5.5, 5)
     ax = fig.subplots()
     ax.scatter(y_true.ravel(), y_pred.ravel(), s=14, alpha=0.6, edgecolors="none")
     ax.plot([low, high], [low, high], "k--", linewidth=1, label="predicted = true")
@@ -138,4 +179,4 @@ def plot_predicted_vs_true(y_true: Any, y_pred: Any, path: str | Path) -> Path:
     ax.set_ylabel("predicted")
     ax.grid(True, alpha=0.4)
     ax.legend(loc="best")
-    return save_figure(fig, path)
+    return _figures.save_figure(fig, path)

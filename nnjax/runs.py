@@ -17,7 +17,6 @@ one-line ValueError.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import platform
 import shlex
@@ -31,18 +30,20 @@ from typing import Any, NamedTuple
 import jax
 
 from nnjax import (
+    _run_setup,
     _validation,
     checkpoints,
     datasets,
     distributed,
     metrics,
-    network,
     optimizers,
     run_data,
     run_model,
+    run_training,
     training,
 )
 from nnjax.progress import progress_bar
+from nnjax.run_plots import prepare as prepare_report
 from nnjax.run_plots import write_plots
 
 __all__ = [
@@ -100,6 +101,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "grad": "manual",
     "test_fraction": 0.2,
     "diagnostics": 0,
+    **run_training.DEFAULTS,
     "data": None,
     "label_column": None,
     "n_samples": None,
@@ -107,7 +109,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 """A run's options and defaults, in metrics.json's order. ``init`` None: ``"he"`` for ReLU, else
 ``"xavier"``; ``learning_rate`` None: ``DEFAULT_LEARNING_RATES``; ``diagnostics``: every N epochs.
 ``data``, ``label_column``, ``n_samples``: see ``nnjax.run_data``; ``layers``, ``input_shape``:
-see ``nnjax.run_model``."""
+see ``nnjax.run_model``; shuffling, evaluation and early stopping: ``run_training.DEFAULTS``."""
 
 
 OPTION_NAMES = {"learning_rate": "--lr"}
@@ -132,6 +134,7 @@ def make_config(**options: Any) -> dict[str, Any]:
     config = {**DEFAULT_CONFIG, **given}
     _validation.check_choice("optimizer", config["optimizer"], DEFAULT_LEARNING_RATES)
     config = run_model.model_options(config, given)
+    run_training.check(config)
     config["learning_rate"] = config["learning_rate"] or DEFAULT_LEARNING_RATES[config["optimizer"]]
     if config["data"] is not None:
         config["data"], config["dataset"] = os.path.abspath(config["data"]), None
@@ -142,13 +145,14 @@ def saved_config(saved: dict[str, Any]) -> dict[str, Any]:
     """The configuration (``make_config``) of the options a run folder saved.
 
     Args:
-      saved: the saved configuration. Folders written before ``run_data.DATA_OPTIONS`` and
-        ``run_model.MODEL_OPTIONS`` existed lack them: they were None.
+      saved: the saved configuration. Folders older than ``run_data.DATA_OPTIONS``,
+        ``run_model.MODEL_OPTIONS`` or ``run_training.DEFAULTS`` lack them (their defaults).
 
     Returns:
       The configuration, to build the run again (``Run``).
     """
-    options = {key: saved.get(key) for key in (*run_data.DATA_OPTIONS, *run_model.MODEL_OPTIONS)}
+    later = (*run_data.DATA_OPTIONS, *run_model.MODEL_OPTIONS, *run_training.DEFAULTS)
+    options = {key: saved.get(key) for key in later}
     return make_config(**options, **{k: saved[k] for k in DEFAULT_CONFIG if k not in options})
 
 
@@ -189,6 +193,8 @@ class Run:
     """Everything a run's configuration determines: data, architecture, initial state, keys.
 
     The seed's key splits in three: the dataset and its split, the initial parameters, training.
+    They are built in a few compiled programs (``_run_setup``); then, in a background thread, what
+    the run's report needs (``run_plots.prepare``).
 
     Attributes:
       config: the configuration (``make_config``); with a data file, its ``data_sha256`` too;
@@ -210,35 +216,25 @@ class Run:
     """
 
     def __init__(self, config: dict[str, Any]):
-        data_key, init_key, self.train_key = _keys(config["seed"])
-        self.data, self.target_scale, sha256 = run_data.load(config, data_key)
-        self.config = config if sha256 is None else {**config, "data_sha256": sha256}
-        if config["loss"] == "binary_cross_entropy" and self.data.num_classes != 2:
-            raise ValueError(
-                f"--loss binary_cross_entropy needs a two-class dataset; {self.data.name!r} "
-                f"has {self.data.num_classes} classes"
-            )
-        softmax = config["loss"] == "softmax_cross_entropy"
-        n_out = self.data.num_classes if softmax else 1
         self.optimizer = build_optimizer(config)
-        if config["layers"] is None:
-            self.layer_sizes = [self.data.x_train.shape[1], *config["hidden"], n_out]
-            self.model = network.DenseNetwork(config["activation"], config["loss"])
-            # Eager, not jitted: a compiled initializer draws other bits than this one always has.
-            self.initial_params = network.init_network(init_key, self.layer_sizes, config["init"])
-            self.initial_model_state = ()
-        else:
-            built = run_model.build(config, self.data, n_out, init_key)
-            self.data, self.model, self.layer_sizes = built.data, built.model, None
-            self.initial_params, self.initial_model_state = built.params, built.state
-            self.config = {**self.config, "input_shape": list(built.shape)}
         # Hyperparameters invalid in the parameters' dtype fail here, before training compiles.
-        self.initial_opt_state = _optimizer_init(self.optimizer, self.initial_params)
+        (
+            self.config,
+            self.data,
+            self.target_scale,
+            self.layer_sizes,
+            self.model,
+            self.initial_params,
+            self.initial_model_state,
+            self.initial_opt_state,
+            self.train_key,
+        ) = _run_setup.build(config, self.optimizer)
         dtype = self.data.x_train.dtype
         _validation.check_below_one_in("--dropout", config["dropout"], dtype)
         weights = run_model.weights(self.initial_params)
         _validation.check_l2_finite("--l2", config["l2"], weights)
         _validation.check_int("--epochs", config["epochs"], 1, maximum=2**31 - 1)
+        prepare_report(self)
 
     def fresh_start(self) -> Start:
         """The start of a new run: the initial parameters and state at epoch 0."""
@@ -258,18 +254,6 @@ class Run:
     def class_predictions(self, params: Any, x: jax.Array, state: Any = ()) -> jax.Array:
         """The predicted class of each example of ``x``, int32 ``(n,)``; ``state``: the model's."""
         return run_model.class_predictions(self.model, params, state, x)
-
-
-@jax.jit
-def _keys(seed: int) -> jax.Array:
-    """A run's three keys: the dataset and its split, the initial parameters, training."""
-    return jax.random.split(jax.random.key(seed), 3)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _optimizer_init(optimizer: Any, params: Any) -> Any:
-    """``optimizer.init(params)`` in one compiled program."""
-    return optimizer.init(params)
 
 
 def is_lead_process() -> bool:
@@ -372,8 +356,9 @@ def train(
     devices: int | str | None = None,
     quiet: bool = True,
     on_progress: Callable[[training.Progress], None] | None = None,
+    early_stopping_state: training.StopState | None = None,
 ) -> Trained:
-    """Trains ``run`` from ``start`` to ``run.config["epochs"]``, testing after every epoch.
+    """Trains ``run`` from ``start`` to ``run.config["epochs"]`` or early stopping's stop.
 
     SIGINT or SIGTERM end training after the compiled call they arrive in (``interrupted``); one
     that arrives while the program compiles raises ``KeyboardInterrupt``.
@@ -386,6 +371,7 @@ def train(
       quiet: no progress bar.
       on_progress: called after each compiled call with the run's ``training.Progress``, its
         history the whole run's (e.g. ``folders.periodic_saver``).
+      early_stopping_state: early stopping's state at ``start`` (``folders.resume_run``).
 
     Returns:
       A ``Trained``, its parameters on the devices ``training.train`` left them on.
@@ -429,13 +415,14 @@ def train(
             callback=callback,
             diagnostics_every=config["diagnostics"],
             devices=devices,
+            **run_training.train_options(config, early_stopping_state),
         )
     close_bar()
     history = whole(result.history)
     epoch = start.epoch + result.epochs_run
     wall = time.perf_counter() - began
-    # Stopped short without a signal here: another process of the run was interrupted.
-    stopped = epoch < config["epochs"] and result.diverged is None
+    # Stopped short without a signal or early stopping: another process was interrupted.
+    stopped = epoch < config["epochs"] and result.diverged is result.stopped_epoch is None
     interrupted = interrupt["signal"] or (signal.SIGINT if stopped else None)
     return Trained(result, history, epoch, wall, start.changes, interrupted)
 

@@ -488,6 +488,24 @@ def test_load_dataset_splits_and_standardizes(name):
     assert np.abs(leaked - expected_test).max() > 1e-2
 
 
+def test_load_dataset_gives_the_bits_of_its_steps_run_one_by_one():
+    # One compiled program: jitted whole, XLA would fold the noise's scale into the normal draw's.
+    data_key, split_key = jax.random.split(KEY)
+    x, y = ds.make_moons(data_key, N)
+    x_train, y_train, x_test, y_test = ds.train_test_split(split_key, x, y, test_fraction=0.2)
+    x_train, x_test, _, _ = ds.standardize(x_train, x_test)
+    data = ds.load_dataset("moons", KEY, test_fraction=0.2, n_samples=N)
+    for got, expected in zip(data[1:5], (x_train, y_train, x_test, y_test), strict=True):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", ds.DATASETS)
+def test_dimensions_are_known_before_the_dataset_is_built(name):
+    features, num_classes = (2, 2) if name == "xor" else EXPECTED[name][1:]
+    assert ds.dimensions(name) == (features, num_classes)
+
+
 def test_load_dataset_xor_is_unsplit_and_unscaled():
     data = ds.load_dataset("xor", KEY)
     x, y = ds.make_xor()

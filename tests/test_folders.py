@@ -223,3 +223,33 @@ def test_a_damaged_or_crafted_legacy_metrics_json_is_a_value_error_or_a_checked_
         return
     assert all(len(v) == 2 for k, v in checked.items() if k in ("train_loss", "val_accuracy"))
     assert all(isinstance(x, float) for series in checked.values() for x in series)
+
+
+def test_histories_of_runs_that_evaluate_every_few_epochs_are_checked_by_eval_epoch():
+    good = {"train_loss": [1.0, 0.5], "eval_epoch": [2.0, 4], "diagnostics_epoch": [3]}
+    assert folders.check_history(good, 4, "f")["eval_epoch"] == [2, 4]
+    assert folders.check_history({"train_loss": [], "eval_epoch": []}, 4, "f")["train_loss"] == []
+    for history, message in (
+        ({"train_loss": [1.0], "eval_epoch": [2, 4]}, "'train_loss' has 1 values, expected 2"),
+        ({"eval_epoch": [4, 2]}, "'eval_epoch' is not a rising list of epochs"),
+        ({"eval_epoch": [2, 6]}, "'eval_epoch' is not a rising list"),
+        ({"diagnostics_epoch": [1.5]}, "'diagnostics_epoch' is not a rising list"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            folders.check_history(history, 4, "f")
+
+
+def test_folders_older_than_the_training_options_resume_with_their_defaults(written, tmp_path):
+    from nnjax import checkpoints, run_training
+
+    folder, run, _, _ = written
+    saved = run.load_checkpoint(folder / folders.CHECKPOINT)
+    old = {k: v for k, v in saved.config.items() if k not in run_training.DEFAULTS}
+    assert runs.saved_config(old) == runs.make_config(**XOR, epochs=20, diagnostics=10)
+    trees = {"params": saved.params, "opt_state": saved.opt_state}
+    path = folders.prepare(tmp_path / "old") / folders.CHECKPOINT
+    checkpoints.save_checkpoint(path, **trees, config=old, epoch=20, history=saved.history)
+    start = folders.resume(xor_run(epochs=21, diagnostics=10), path.parent)
+    assert start.epoch == 20 and start.changes == ()
+    with pytest.raises(ValueError, match=r"differ from the checkpoint's: \{'shuffle': \(True, F"):
+        folders.resume(xor_run(epochs=21, diagnostics=10, shuffle=False), path.parent)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnjax
-from nnjax import _validation, metrics, network, steps
+from nnjax import _run_setup, _validation, metrics, network, steps
 
 from helpers import tree_relative_error
 
@@ -128,6 +128,16 @@ def test_init_network_rejects_unknown_initializer():
 def test_init_network_checks_what_a_custom_init_returns(init, message):
     with pytest.raises(ValueError, match=message):
         nnjax.init_network(jax.random.key(0), [4, 4, 3], init)
+
+
+def test_a_run_initializes_its_network_in_one_program_with_init_network_s_bits():
+    # He on 3 inputs: jitted whole, XLA folds the scale into the draw's and rounds otherwise.
+    seed, sizes = 4, (3, 2)
+    compiled = _run_setup._initial_params(seed, sizes, "he")
+    eager = nnjax.init_network(_run_setup._keys(seed)[1], sizes, "he")
+    for got, expected in zip(jax.tree.leaves(compiled), jax.tree.leaves(eager), strict=True):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
 
 
 # --- forward pass -----------------------------------------------------------------------------

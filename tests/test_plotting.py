@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from nnjax import plotting
+from nnjax import plotting, run_plots
 
 from helpers import PNG_SIGNATURE
 
@@ -77,6 +78,36 @@ def test_plot_activations_bad_args(tmp_path: Path, x_range: tuple[float, float],
     with pytest.raises(ValueError):
         plotting.plot_activations(tmp_path / "act.png", x_range=x_range, num=num)
     assert not (tmp_path / "act.png").exists()
+
+
+def test_a_run_s_activation_figure_is_drawn_once_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = run_plots._activations_png()  # what runs.Run starts, the same for every run
+    assert run_plots._activations_png() is drawn
+    drawn.result()  # one figure drawn at a time
+    expected = plotting.plot_activations(tmp_path / "expected.png").read_bytes()
+    monkeypatch.setattr(plotting, "plot_activations", lambda path: pytest.fail("drawn again"))
+    assert run_plots._write_activations(tmp_path / "act.png").read_bytes() == expected
+
+
+def test_an_activation_figure_the_background_failed_to_draw_is_drawn_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    failed.set_exception(RuntimeError("no font"))
+    monkeypatch.setattr(run_plots, "_activations_png", lambda: failed)
+    monkeypatch.setattr(plotting, "plot_activations", lambda path: plotting.write_png(b"new", path))
+    assert run_plots._write_activations(tmp_path / "act.png").read_bytes() == b"new"
+
+
+def test_a_figure_drawn_in_memory_is_the_png_save_figure_writes(tmp_path: Path) -> None:
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    png = plotting.png_bytes(fig)
+    assert png == plotting.save_figure(fig, tmp_path / "saved.png").read_bytes()
+    assert plotting.write_png(png, tmp_path / "written.png").read_bytes() == png
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 # ----------------------------------------------------------------------------------------------

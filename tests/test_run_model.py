@@ -1,8 +1,10 @@
 """Tests of nnjax.run_model: the options of a --layers network and the shape of its examples."""
 
+import jax
+import numpy as np
 import pytest
 
-from nnjax import run_model, runs
+from nnjax import datasets, metrics, network, run_model, runs
 
 from helpers import XOR_RUN
 
@@ -52,3 +54,29 @@ def test_a_layers_config_leaves_the_dense_options_out_and_resumes_with_its_shape
     assert "--hidden" not in line and "--activation" not in line
     old = {k: v for k, v in runs.make_config(**XOR_RUN).items() if k not in run_model.MODEL_OPTIONS}
     assert runs.saved_config(old) == runs.make_config(**XOR_RUN)
+
+
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "mse"])
+def test_one_program_gives_the_test_metrics_and_predictions(loss):
+    data = datasets.load_dataset("xor", jax.random.key(0))
+    if loss == "mse":
+        data = data._replace(y_test=data.y_test[:, None].astype(np.float32), num_classes=0)
+    model = network.DenseNetwork("sigmoid", loss)
+    rng = np.random.default_rng(1)
+    params = [
+        {"W": rng.normal(size=shape).astype(np.float32), "b": np.full(shape[0], 0.1, np.float32)}
+        for shape in ((4, 2), (1, 4))
+    ]
+    targets = metrics.prepare_targets(data.y_test, loss)
+    loss_value, accuracy = jax.jit(metrics.evaluate, static_argnums=3)(
+        params, data.x_test, targets, model
+    )
+    expected = metrics.test_metrics(float(loss_value), float(accuracy), loss, targets)
+    assert run_model.test_metrics(model, data, params) == expected
+    predicted = run_model.test_predictions(model, data, params)
+    if loss == "mse":
+        outputs = jax.jit(lambda p, x: model.forward(p, x)[0])(params, data.x_test)
+        np.testing.assert_array_equal(predicted, outputs)
+    else:
+        classes = run_model.class_predictions(model, params, (), data.x_test)
+        np.testing.assert_array_equal(predicted, classes)
