@@ -158,16 +158,20 @@ def plot_history(history: Mapping[str, Sequence[float]], path: PathLike) -> Path
     Keys other than the five below are ignored.
 
     Args:
-      history: a mapping of equal-length lists of floats, one value per epoch: ``train_loss``
-        (required), ``train_accuracy``, ``val_loss``, ``val_accuracy`` and ``val_r2`` (each
-        optional).
+      history: a mapping of equal-length lists of floats, one value per evaluation:
+        ``train_loss`` (required), ``train_accuracy``, ``val_loss``, ``val_accuracy`` and
+        ``val_r2`` (each optional), and ``eval_epoch``, the epoch of each (default 1, 2, ...).
       path: where to write the PNG; parent directories are created.
 
     Returns:
       ``path`` as a ``pathlib.Path``.
     """
     series = _history_series(history)
-    epochs = np.arange(1, len(series["train_loss"]) + 1)
+    epochs = np.asarray(history.get("eval_epoch", range(1, len(series["train_loss"]) + 1)))
+    if epochs.shape != series["train_loss"].shape:
+        raise ValueError(
+            f"history's eval_epoch has {epochs.size} epochs for {len(series['train_loss'])} values"
+        )
     has_accuracy = "train_accuracy" in series or "val_accuracy" in series
     panels = [("loss", "Loss")] + ([("accuracy", "Accuracy")] if has_accuracy else [])
     panels += [("r2", "R²")] if "val_r2" in series else []

@@ -453,6 +453,9 @@ def command_line(config: dict[str, Any], folder: Path, **changes: Any) -> str:
             and value is not None
             and (value != defaults[key] or key in changes)
         ):
+            if value is False:  # a flag such as --no-shuffle
+                words.append("--no-" + key.replace("_", "-"))
+                continue
             text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             words += [
                 OPTION_NAMES.get(key, "--" + key.replace("_", "-")),

@@ -486,3 +486,10 @@ def test_plot_predicted_vs_true_writes_png_and_checks_its_input(tmp_path: Path) 
     with pytest.raises(ValueError, match="non-finite"):
         run_plots.plot_predicted_vs_true(y, np.full_like(y, np.inf), tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_history_evaluated_every_few_epochs_is_drawn_at_those_epochs(tmp_path):
+    history = {"train_loss": [1.0, 0.5], "eval_epoch": [5, 10]}
+    assert plotting.plot_history(history, tmp_path / "h.png").read_bytes()[:8] == PNG_SIGNATURE
+    with pytest.raises(ValueError, match="eval_epoch has 1 epochs for 2 values"):
+        plotting.plot_history({**history, "eval_epoch": [5]}, tmp_path / "bad.png")

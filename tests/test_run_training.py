@@ -36,3 +36,12 @@ def test_an_accuracy_is_saved_as_itself_and_resumed_negated_as_training_holds_it
         None,
         None,
     )
+
+
+def test_the_resume_command_of_a_run_without_shuffling_says_no_shuffle(tmp_path):
+    from nnjax import cli, runs
+
+    command = runs.command_line(runs.make_config(shuffle=False), tmp_path / "run")
+    assert "--no-shuffle" in command.split()
+    # The command parses: argparse accepts what it prints.
+    cli._parser().parse_args(command.split()[1:])
