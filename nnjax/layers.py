@@ -26,6 +26,7 @@ convolution. Every leaf named ``W`` is a weight the L2 penalty applies to; nothi
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Protocol
 
 import jax
@@ -159,10 +160,7 @@ class Flatten:
     """Reshapes ``(batch, *shape)`` to ``(batch, prod(shape))``; backward reshapes back."""
 
     def init(self, key, input_shape, dtype=jnp.float32):
-        size = 1
-        for n in input_shape:
-            size *= n
-        return {}, {}, (size,)
+        return {}, {}, (math.prod(input_shape),)
 
     def forward(self, params, state, x, *, key=None, train=False):
         return x.reshape(x.shape[0], -1), x.shape, state

@@ -29,8 +29,8 @@ def test_every_layers_backward_agrees_with_autodiff_and_finite_differences(
 
 
 @dataclasses.dataclass(frozen=True)
-class _UntransposedDense(layers.Dense):
-    """A dense layer whose backward forgets to transpose: dx = dz W^T W-shaped wrongly."""
+class _DoubledBiasDense(layers.Dense):
+    """A dense layer whose backward doubles the bias gradient."""
 
     def backward(self, params, dout, cache):
         dx, grads = super().backward(params, dout, cache)
@@ -38,7 +38,7 @@ class _UntransposedDense(layers.Dense):
 
 
 def test_the_layer_check_catches_a_wrong_bias_gradient():
-    report = layercheck.check_layer(_UntransposedDense(3), (4,))
+    report = layercheck.check_layer(_DoubledBiasDense(3), (4,))
     assert not report.passed
 
 
