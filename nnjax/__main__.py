@@ -1,7 +1,5 @@
 """``python -m nnjax``: the ``nnjax`` command (``nnjax.cli``)."""
 
-import sys
+from nnjax.cli import run
 
-from nnjax.cli import main
-
-sys.exit(main())
+run()

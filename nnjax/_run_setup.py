@@ -71,9 +71,8 @@ def build(config: dict[str, Any], optimizer: Any) -> Setup:
     sizes = [source.num_features, *config["hidden"], n_out]
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nnjax-init") as pool:
         start = pool.submit(_dense_start, config["seed"], tuple(sizes), config["init"], optimizer)
-        data_key, _, train_key = _keys(config["seed"])
-        data, scale = run_data.split(config, source, data_key)
-    params, opt_state = start.result()
+        data, scale = run_data.split(config, source, _keys(config["seed"])[0])
+    params, opt_state, train_key = start.result()
     model = network.DenseNetwork(config["activation"], config["loss"])
     return Setup(config, data, scale, sizes, model, params, (), opt_state, train_key)
 
@@ -90,15 +89,16 @@ def _optimizer_init(optimizer: Any, params: Any) -> Any:
     return optimizer.init(params)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
 def _initial_params(seed: int, sizes: tuple[int, ...], init: str) -> network.Params:
     """``network.init_network`` of the seed's parameter key (``_keys``, derived here too, so as
-    not to wait for it), in one compiled program with the same bits (``_staging``)."""
+    not to wait for it), traced to run in one compiled program with the same bits (``_staging``)."""
     layers = functools.partial(network.init_network, layer_sizes=sizes, init=init)
     return _staging.replay(lambda seed: layers(_keys(seed)[1]), seed)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _dense_start(seed: int, sizes: tuple[int, ...], init: str, optimizer: Any) -> tuple:
-    """A dense network's initial parameters, and the optimizer's state for them."""
+    """A dense network's initial parameters (``_initial_params``), the optimizer's state for
+    them and the training key, in one compiled program."""
     params = _initial_params(seed, sizes, init)
-    return params, _optimizer_init(optimizer, params)
+    return params, optimizer.init(params), _keys(seed)[2]

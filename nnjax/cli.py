@@ -15,6 +15,7 @@ Exit codes: 0 success, 1 training diverged or a check failed, 2 bad command-line
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import signal
@@ -31,6 +32,7 @@ from nnjax import (
     distributed,
     folders,
     run_data,
+    run_plots,
     run_training,
     runs,
 )
@@ -42,7 +44,7 @@ from nnjax._train_options import (
 )
 from nnjax.option_types import option_type
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 EXAMPLES = """examples:
   nnjax train                                   # digits, 64-64 ReLU, Adam: about 98% test accuracy
@@ -225,6 +227,8 @@ def _train_prepared(
     quiet = args.quiet or not lead
     start = resumed.start
     saver = folders.periodic_saver(run, folder, start, args.checkpoint_every) if lead else None
+    if not lead:
+        _discard_stdout()
     try:
         trained = runs.train(
             run,
@@ -252,6 +256,16 @@ def _train_prepared(
         )
         return 1
     return _report(trained, written, folder)
+
+
+def _discard_stdout() -> None:
+    """From now on, standard output (file descriptor 1) goes nowhere. For the processes of a
+    multi-process run other than process 0: the terminal shows process 0's progress and report,
+    not the others' library chatter (such as Gloo's connection notice). Their errors still reach
+    standard error."""
+    sys.stdout.flush()
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
 
 
 _SCORES = (("accuracy", "accuracy"), ("r2", "R^2"), ("loss", "loss"))
@@ -315,8 +329,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.handler in (_train, _plot):
         compilation_cache.use()
+        run_plots.import_matplotlib()
     return args.handler(args)
 
 
+def run() -> NoReturn:
+    """The ``nnjax`` command (and ``python -m nnjax``): ``main``, then a prompt exit.
+
+    When ``main`` returns, every file it wrote is complete and closed. Python's teardown of JAX,
+    XLA and matplotlib would then spend about 0.4 s freeing memory the exit frees anyway, so the
+    process waits for its background work (``run_plots.wait``), runs the exit handlers (JAX's
+    distributed shutdown among them), flushes its output and ends.
+    """
+    status = main()
+    run_plots.wait()
+    atexit._run_exitfuncs()  # what interpreter shutdown would run, without the rest of it
+    with contextlib.suppress(OSError):  # a closed pipe: nothing more can be said
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nnjax import diagnostics, early_stopping, metrics, steps
@@ -74,8 +75,9 @@ class ProgramConfig(NamedTuple):
 
 
 def int32(value: int) -> jax.Array:
-    """Epoch and step counters are int32 whether or not x64 is enabled."""
-    return jnp.asarray(value, jnp.int32)
+    """Epoch and step counters are int32 whether or not x64 is enabled (put on the device from
+    the host: no conversion to compile)."""
+    return jax.device_put(np.int32(value))
 
 
 def _guarded_epoch(config: ProgramConfig) -> Callable:

@@ -27,7 +27,7 @@ from nnjax import _validation, metrics, run_model
 if TYPE_CHECKING:
     from nnjax.runs import Run
 
-__all__ = ["plot_predicted_vs_true", "prepare", "write_plots"]
+__all__ = ["import_matplotlib", "plot_predicted_vs_true", "prepare", "wait", "write_plots"]
 
 _BACKGROUND = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nnjax-prepare")
 
@@ -111,6 +111,18 @@ def prepare(run: Run) -> None:
         _activations_png()
     else:
         _BACKGROUND.submit(importlib.import_module, "nnjax.plotting")
+
+
+def import_matplotlib() -> None:
+    """Starts importing matplotlib (``nnjax.plotting``) in the background thread of ``prepare``,
+    for a command that will draw plots: it takes about 0.4 s, mostly while the main thread
+    waits for XLA."""
+    _BACKGROUND.submit(importlib.import_module, "nnjax.plotting")
+
+
+def wait() -> None:
+    """Waits for ``prepare``'s background work to finish (and lets it start no more)."""
+    _BACKGROUND.shutdown(wait=True)
 
 
 def _draw_activations() -> bytes:

@@ -245,9 +245,10 @@ def _hyperparameters(learning_rate, l2, dropout_rate, params, dtype) -> steps.Hy
     _validation.check_in_range("dropout_rate", dropout_rate, low=0.0, high=1.0)
     _validation.check_below_one_in("dropout_rate", dropout_rate, dtype)
     _validation.check_l2_finite("l2", l2, [w for w in jax.tree.leaves(params) if jnp.ndim(w) >= 2])
+    # Rounded to dtype on the host: no compilation.
     return steps.Hyperparameters(
-        None if learning_rate is None else jnp.asarray(learning_rate, dtype),
-        *(jnp.asarray(v, dtype) for v in (l2, dropout_rate)),
+        None if learning_rate is None else np.asarray(learning_rate, dtype),
+        *(np.asarray(v, dtype) for v in (l2, dropout_rate)),
     )
 
 
@@ -274,12 +275,6 @@ def _result(run: Run, options: _Options, outcome: Outcome, history: History) -> 
         stopper,
         model_state,
     )
-
-
-@jax.jit
-def _copied(tree: Any) -> Any:
-    """A copy of every leaf, in one compiled program (not one per leaf's shape)."""
-    return jax.tree.map(jnp.copy, tree)
 
 
 def train(
@@ -386,7 +381,9 @@ def train(
 
     # Place everything on the device(s) once; copies let the caller keep its own arrays, which
     # donation would otherwise invalidate.
-    params, opt_state, model_state = _copied((params, opt_state, model_state))
+    params, opt_state, model_state = jax.device_put(
+        (params, opt_state, model_state), may_alias=False
+    )
     dtype = data[0].dtype
     hyper = _hyperparameters(learning_rate, l2, dropout_rate, params, dtype)
     stopper = starting_state(

@@ -322,7 +322,11 @@ def test_two_processes_of_nnjax_train_write_what_one_process_does(tmp_path):
             ("single", []),
         ]
     ]
-    _run_together(commands, [_environment()] * 3)
+    with _started(commands, [_environment()] * 3) as processes:
+        outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], outputs
+    # Only process 0 speaks: nothing from process 1 could land on its progress bar.
+    assert outputs[1] == ("", "")
     assert not (tmp_path / "p1").exists()  # process 0 writes the run folder
     assert json.loads((tmp_path / "p0" / "metrics.json").read_text())["processes"] == 2
     shared, single = (

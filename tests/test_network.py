@@ -133,7 +133,7 @@ def test_init_network_checks_what_a_custom_init_returns(init, message):
 def test_a_run_initializes_its_network_in_one_program_with_init_network_s_bits():
     # He on 3 inputs: jitted whole, XLA folds the scale into the draw's and rounds otherwise.
     seed, sizes = 4, (3, 2)
-    compiled = _run_setup._initial_params(seed, sizes, "he")
+    compiled, _, _ = _run_setup._dense_start(seed, sizes, "he", nnjax.sgd(0.1))
     eager = nnjax.init_network(_run_setup._keys(seed)[1], sizes, "he")
     for got, expected in zip(jax.tree.leaves(compiled), jax.tree.leaves(eager), strict=True):
         assert got.dtype == expected.dtype
