@@ -1,7 +1,7 @@
 """What a run's configuration determines, built for ``runs.Run`` in a few compiled programs.
 
-The seed's key splits in three: the data and its split, the initial parameters, training. The
-data is read (``run_data.read``), then split and standardized (``run_data.split``) while a
+The seed's key splits in three (``run_data.run_keys``): the data and its split, the initial
+parameters, training. The data is read (``run_data.read``), then split and standardized (``run_data.split``) while a
 second thread initializes the dense network (``network.init_network``) and the optimizer's
 state; a ``--layers`` network (``run_model.build``) is initialized after the data, which it
 reshapes. Each step is one compiled program whose results are those of running it operation by
@@ -61,8 +61,8 @@ def build(config: dict[str, Any], optimizer: Any) -> Setup:
         )
     n_out = source.num_classes if config["loss"] == "softmax_cross_entropy" else 1
     if config["layers"] is not None:
-        data_key, init_key, train_key = _keys(config["seed"])
-        data, scale = run_data.split(config, source, data_key)
+        data, scale = run_data.split(config, source, config["seed"])
+        _, init_key, train_key = run_data.run_keys(config["seed"])
         built = run_model.build(config, data, n_out, init_key)
         config = {**config, "input_shape": list(built.shape)}
         opt_state = _optimizer_init(optimizer, built.params)
@@ -71,16 +71,10 @@ def build(config: dict[str, Any], optimizer: Any) -> Setup:
     sizes = [source.num_features, *config["hidden"], n_out]
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nnjax-init") as pool:
         start = pool.submit(_dense_start, config["seed"], tuple(sizes), config["init"], optimizer)
-        data, scale = run_data.split(config, source, _keys(config["seed"])[0])
+        data, scale = run_data.split(config, source, config["seed"])
     params, opt_state, train_key = start.result()
     model = network.DenseNetwork(config["activation"], config["loss"])
     return Setup(config, data, scale, sizes, model, params, (), opt_state, train_key)
-
-
-@jax.jit
-def _keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """A run's three keys: the dataset and its split, the initial parameters, training."""
-    return tuple(jax.random.split(jax.random.key(seed), 3))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -90,10 +84,10 @@ def _optimizer_init(optimizer: Any, params: Any) -> Any:
 
 
 def _initial_params(seed: int, sizes: tuple[int, ...], init: str) -> network.Params:
-    """``network.init_network`` of the seed's parameter key (``_keys``, derived here too, so as
-    not to wait for it), traced to run in one compiled program with the same bits (``_staging``)."""
+    """``network.init_network`` of the seed's parameter key (``run_data.run_keys``), traced to
+    run in one compiled program with the same bits (``_staging``)."""
     layers = functools.partial(network.init_network, layer_sizes=sizes, init=init)
-    return _staging.replay(lambda seed: layers(_keys(seed)[1]), seed)
+    return _staging.replay(lambda seed: layers(run_data.run_keys(seed)[1]), seed)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
@@ -101,4 +95,4 @@ def _dense_start(seed: int, sizes: tuple[int, ...], init: str, optimizer: Any) -
     """A dense network's initial parameters (``_initial_params``), the optimizer's state for
     them and the training key, in one compiled program."""
     params = _initial_params(seed, sizes, init)
-    return params, optimizer.init(params), _keys(seed)[2]
+    return params, optimizer.init(params), run_data.run_keys(seed)[2]

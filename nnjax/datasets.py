@@ -45,6 +45,8 @@ __all__ = [
     "make_moons",
     "make_spirals",
     "make_xor",
+    "source_arrays",
+    "split_arrays",
     "standardize",
     "train_test_split",
 ]
@@ -385,17 +387,18 @@ def load_dataset(
             f"{name!r} has a fixed size, so n_samples must be None, got {n_samples!r}"
         )
 
-    num_classes = _NUM_CLASSES[name]
-    if name == "xor":
-        x, y = make_xor()
-        return Dataset(name, x, y, x, y, num_classes)
-    x, y = (None, None) if name in _SYNTHETIC else _sklearn_arrays(name)
-    arrays = _split_dataset(key, x, y, name, test_fraction, n_samples)
-    return Dataset(name, *arrays, num_classes)
+    arrays = split_arrays(key, *source_arrays(name), name, test_fraction, n_samples)
+    return Dataset(name, *arrays, _NUM_CLASSES[name])
+
+
+def source_arrays(name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """What ``split_arrays`` splits: a bundled dataset's ``(x, y)``, float32 and int32 NumPy
+    arrays, or ``(None, None)`` for XOR and the synthetic datasets, which it builds itself."""
+    return _sklearn_arrays(name) if name in _BUNDLED else (None, None)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _split_dataset(
+def split_arrays(
     key: jax.Array,
     x: np.ndarray | None,
     y: np.ndarray | None,
@@ -403,7 +406,19 @@ def _split_dataset(
     test_fraction: float,
     n_samples: int | None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """``load_dataset``'s arrays in one compiled program (``_staging``: the same bits)."""
+    """``load_dataset``'s arrays, in one compiled program that may be part of a larger one.
+
+    Unchecked: ``load_dataset`` checks its arguments first. Its operations are replayed behind
+    optimization barriers (``_staging``), so they give the bits they give one by one.
+
+    Args:
+      key: the ``jax.random`` key of ``load_dataset``.
+      x, y: ``source_arrays(name)``.
+      name, test_fraction, n_samples: as ``load_dataset``'s.
+
+    Returns:
+      ``(x_train, y_train, x_test, y_test)``.
+    """
     arrays = functools.partial(_split_arrays, name, test_fraction, n_samples)
     return _staging.replay(arrays, key, x, y)
 
@@ -417,7 +432,10 @@ def _split_arrays(
     y: jax.Array | None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """A bundled ``(x, y)``, or the synthetic data of one half of ``key``, split by the other
-    half and standardized."""
+    half and standardized; XOR's four points, twice."""
+    if name == "xor":
+        x, y = make_xor()
+        return x, y, x, y
     data_key, split_key = jax.random.split(key)
     if name in _SYNTHETIC:
         kwargs = {} if n_samples is None else {"n_samples": n_samples}

@@ -23,7 +23,17 @@ import numpy as np
 
 from nnjax import _staging, _validation, datafiles, datasets
 
-__all__ = ["DATA_OPTIONS", "RunData", "Source", "check_unchanged", "load", "name", "read", "split"]
+__all__ = [
+    "DATA_OPTIONS",
+    "RunData",
+    "Source",
+    "check_unchanged",
+    "load",
+    "name",
+    "read",
+    "run_keys",
+    "split",
+]
 
 DATA_OPTIONS = ("data", "label_column", "n_samples")
 """The configuration keys of the data beside ``dataset``, None unless given. Run folders written
@@ -106,41 +116,50 @@ def read(config: dict[str, Any]) -> Source:
     return Source(*datasets.dimensions(config["dataset"]))
 
 
+@jax.jit
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A run's three keys, split from ``jax.random.key(seed)``: its data (generating it and
+    choosing its split, as ``datasets.load_dataset`` takes a key), its initial parameters, and
+    training (shuffling and dropout)."""
+    return tuple(jax.random.split(jax.random.key(seed), 3))
+
+
 def split(
-    config: dict[str, Any], source: Source, key: jax.Array
+    config: dict[str, Any], source: Source, seed: int
 ) -> tuple[datasets.Dataset, tuple[float, float] | None]:
-    """The data of ``source`` (``read(config)``), split by ``key`` and standardized.
+    """The data of ``source`` (``read(config)``), split by the seed's data key and standardized.
+
+    One compiled program derives the key (``run_keys``) and splits the data
+    (``datasets.split_arrays``, or a data file's own split).
 
     Args:
       config: a run's configuration (``runs.make_config``).
       source: its data, read.
-      key: the data's ``jax.random`` key, split as ``datasets.load_dataset`` splits it.
+      seed: the run's seed.
 
     Returns:
       ``RunData``'s ``dataset`` and ``target_scale``.
     """
+    test_fraction = config["test_fraction"]
     if source.arrays is None:
-        dataset = datasets.load_dataset(
-            config["dataset"],
-            key,
-            test_fraction=config["test_fraction"],
-            n_samples=config["n_samples"],
-        )
-        return dataset, None
+        dataset, n_samples = config["dataset"], config["n_samples"]
+        x, y = datasets.source_arrays(dataset)
+        arrays = _split_dataset(seed, x, y, dataset, test_fraction, n_samples)
+        return datasets.Dataset(dataset, *arrays, source.num_classes), None
     regression = source.num_classes == 0
-    *arrays, (mean, std) = _split_file(key, *source.arrays, config["test_fraction"], regression)
+    *arrays, (mean, std) = _split_file(seed, *source.arrays, test_fraction, regression)
     scale = (float(np.asarray(mean)[0]), float(np.asarray(std)[0])) if regression else None
     return datasets.Dataset(name(config), *arrays, source.num_classes), scale
 
 
-def load(config: dict[str, Any], key: jax.Array) -> RunData:
-    """The data ``config`` names, split by ``key`` as ``datasets.load_dataset`` splits.
+def load(config: dict[str, Any], seed: int) -> RunData:
+    """The data ``config`` names, split by the data key of ``seed`` (``run_keys``).
 
     ``read``, then ``split``.
 
     Args:
       config: a run's configuration (``runs.make_config``).
-      key: the data's ``jax.random`` key.
+      seed: the run's seed.
 
     Returns:
       A ``RunData``.
@@ -149,7 +168,20 @@ def load(config: dict[str, Any], key: jax.Array) -> RunData:
       ValueError: as ``read``.
     """
     source = read(config)
-    return RunData(*split(config, source, key), source.sha256)
+    return RunData(*split(config, source, seed), source.sha256)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _split_dataset(
+    seed: int,
+    x: np.ndarray | None,
+    y: np.ndarray | None,
+    dataset: str,
+    test_fraction: float,
+    n_samples: int | None,
+) -> tuple:
+    """A built-in dataset split by the seed's data key, with the key in the same program."""
+    return datasets.split_arrays(run_keys(seed)[0], x, y, dataset, test_fraction, n_samples)
 
 
 def _read_file(config: dict[str, Any]) -> Source:
@@ -169,12 +201,12 @@ def _read_file(config: dict[str, Any]) -> Source:
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _split_file(
-    key: jax.Array, x: np.ndarray, y: np.ndarray, test_fraction: float, regression: bool
+    seed: int, x: np.ndarray, y: np.ndarray, test_fraction: float, regression: bool
 ) -> tuple:
-    """A data file's arrays split and standardized, and the targets' mean and std, in one
-    compiled program (``_staging``: the same bits as step by step)."""
+    """A data file's arrays split by the seed's data key and standardized, and the targets' mean
+    and std, in one compiled program (``_staging``: the same bits as step by step)."""
     arrays = functools.partial(_split_file_arrays, test_fraction, regression)
-    return _staging.replay(arrays, key, x, y)
+    return _staging.replay(arrays, run_keys(seed)[0], x, y)
 
 
 def _split_file_arrays(

@@ -24,7 +24,7 @@ from pathlib import Path
 def one_run(work: Path, cache: Path, extra: list[str], count: bool = False) -> tuple[float, float]:
     """Wall seconds of one `nnjax train`, and its reported training wall time (or compilations)."""
     output = Path(tempfile.mkdtemp(dir=work)) / "run"
-    command = [sys.executable, "-m", "nnjax.cli", "train", "--quiet", "--output", str(output)]
+    command = [sys.executable, "-m", "nnjax", "train", "--output", str(output)]  # with its bar
     env = (
         os.environ | {"NNJAX_CACHE_DIR": str(cache)} | ({"JAX_LOG_COMPILES": "1"} if count else {})
     )

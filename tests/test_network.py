@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnjax
-from nnjax import _run_setup, _validation, metrics, network, steps
+from nnjax import _run_setup, _validation, metrics, network, run_data, steps
 
 from helpers import tree_relative_error
 
@@ -134,7 +134,7 @@ def test_a_run_initializes_its_network_in_one_program_with_init_network_s_bits()
     # He on 3 inputs: jitted whole, XLA folds the scale into the draw's and rounds otherwise.
     seed, sizes = 4, (3, 2)
     compiled, _, _ = _run_setup._dense_start(seed, sizes, "he", nnjax.sgd(0.1))
-    eager = nnjax.init_network(_run_setup._keys(seed)[1], sizes, "he")
+    eager = nnjax.init_network(run_data.run_keys(seed)[1], sizes, "he")
     for got, expected in zip(jax.tree.leaves(compiled), jax.tree.leaves(eager), strict=True):
         assert got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
