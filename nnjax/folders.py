@@ -330,7 +330,8 @@ def write_run_folder(
     last: training.Progress | None = None,
 ) -> Written:
     """Writes ``runs.train``'s ``trained`` into ``folder``: the checkpoint, the plots (unless
-    ``plots`` is False, training diverged or never evaluated), then metrics.json.
+    ``plots`` is False or training diverged; the history's only if it evaluated), then
+    metrics.json.
 
     Only process 0 calls it (``runs.is_lead_process``).
 
@@ -359,13 +360,13 @@ def write_run_folder(
         "wall_seconds": trained.wall_seconds,
         "compile_seconds": result.compile_seconds,
         "steps_per_second": result.steps_per_second,
+        "eval_seconds": result.eval_seconds,
         "diverged": None if result.diverged is None else result.diverged._asdict(),
     }
     state = (*saved, trained.epoch, trained.history, trained.changes)
     payload = _save(run, folder, state, extra)
     drawn = []
-    # A run that never evaluated (eval_every 0) has no history to draw.
-    if plots and result.diverged is None and trained.history.get("train_loss"):
+    if plots and result.diverged is None:
         drawn = runs.write_plots(run, params, trained.history, folder, model_state)
         payload["plots_epoch"] = trained.epoch
     write_json(folder / METRICS, payload)

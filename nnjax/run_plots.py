@@ -41,7 +41,7 @@ _LAYER_PLOTS = (
 def write_plots(
     run: Run, params: Any, history: dict[str, list[float]], folder: Path, state: Any = ()
 ) -> list[Path]:
-    """Draws a run's history, activations and test predictions into ``folder``.
+    """Draws a run's history (if it evaluated), activations and test predictions into ``folder``.
 
     Also the diagnostics' per-layer series if recorded, and the decision boundary of a classifier
     of data of two features. The activation functions are drawn for a dense network only.
@@ -58,7 +58,9 @@ def write_plots(
     """
     from nnjax import plotting  # deferred: matplotlib takes a while to import
 
-    paths = [plotting.plot_history(history, folder / "history.png")]
+    paths = []
+    if history.get("train_loss"):  # none without evaluations (eval_every 0)
+        paths.append(plotting.plot_history(history, folder / "history.png"))
     if run.config["layers"] is None:
         paths.append(_write_activations(folder / "activations.png"))
     predicted = run_model.test_predictions(run.model, run.data, params, state)

@@ -28,6 +28,7 @@ __all__ = [
     "Run",
     "chunk_history",
     "compile_run",
+    "evaluation_seconds",
     "run_chunks",
 ]
 
@@ -191,6 +192,29 @@ def run_chunks(
             chunk = int(np.clip(0.5 / max(elapsed / max(done, 1), 1e-6), 1, MAX_EPOCHS_PER_CALL))
         chunk, stop = _agreed(chunk, stop or bool(stopped))
     return Outcome(params, opt_state, stopper, model_state, history, epoch, seconds, diverged)
+
+
+def evaluation_seconds(run: Run, outcome: Outcome, repeats: int = 3) -> float:
+    """The seconds one of the program's evaluations takes, with ``outcome``'s parameters.
+
+    Timed as the fastest of ``repeats`` calls of the compiled program that train no epoch and
+    evaluate (``program.build_program``), on a copy of ``outcome``'s state, which they take.
+    """
+    state = (outcome.params, outcome.opt_state, outcome.stopper, outcome.model_state)
+    state = jax.tree.map(lambda a: jax.device_put(a, a.sharding, may_alias=False), state)
+    epoch, none = program.int32(outcome.epoch), program.int32(0)
+    fastest = float("inf")
+    for _ in range(repeats):
+        params, opt_state, stopper, model_state = state
+        t0 = time.perf_counter()
+        with distributed.collective():
+            ended, _, _, history, stopper = run.compiled(
+                params, opt_state, *run.data, run.hyper, run.key, epoch, none, stopper, model_state
+            )
+            jax.block_until_ready(history)
+        fastest = min(fastest, time.perf_counter() - t0)
+        state = (ended.params, ended.opt_state, stopper, ended.model_state)
+    return fastest
 
 
 def _agreed(chunk: int, stop: bool) -> tuple[int, bool]:

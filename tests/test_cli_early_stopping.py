@@ -159,3 +159,13 @@ def test_the_training_options_reach_training_and_show_their_defaults(monkeypatch
         "as eval_epoch) (default: 1)" in out
         and "improvement for --early-stopping (default: 0.0)" in out
     )
+
+
+def test_a_run_that_never_evaluates_draws_every_plot_but_the_history(tmp_path, capsys):
+    folder = tmp_path / "run"
+    options = ["--dataset", "moons", "--hidden", "8", "--eval-every", "0", "--epochs", "2"]
+    assert cli.main(["train", *options, "--quiet", "--output", str(folder)]) == 0
+    written = capsys.readouterr().out.splitlines()[-1]
+    redrawn = [path.name for path in folders.redraw(folder)]
+    assert redrawn == ["activations.png", "confusion_matrix.png", "decision_boundary.png"]
+    assert all(name in written for name in redrawn) and "history.png" not in written

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import nnjax
-from nnjax import datasets, metrics, training
+from nnjax import datasets, metrics, program, training
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,36 @@ def test_eval_every_records_the_epochs_evaluated_and_trains_alike(moons):
     chex.assert_trees_all_equal(every.params, third.params)
     chex.assert_trees_all_equal(every.params, never.params)
     assert never.steps_per_second > 0 and every.steps_per_second > 0
+
+
+def test_steps_per_second_leaves_out_the_evaluations_timed_by_the_program(moons, monkeypatch):
+    data, init_key, train_key = moons
+    x, y = data.x_train[:64], data.y_train[:64]  # the shapes and options of the test above
+    params = nnjax.init_network(init_key, [2, 4, 2], "he")
+    common = dict(epochs=7, batch_size=16, key=train_key, epochs_per_call=2, validation=(x, y))
+    assert training.train(params, x, y, **common).eval_seconds == 0  # not timed
+    common["time_evaluation"] = True
+    assert training.train(params, x, y, **common).eval_seconds > 0
+    timed = []
+
+    def evaluation_seconds(run, outcome):
+        timed.append((run, outcome))
+        return 0.25
+
+    monkeypatch.setattr(training, "evaluation_seconds", evaluation_seconds)
+    every = training.train(params, x, y, **common)
+    third = training.train(params, x, y, eval_every=3, **common)
+    assert (every.eval_seconds, third.eval_seconds) == (7 * 0.25, 2 * 0.25)
+    # What is timed is what an epoch evaluates: a call of no epoch evaluates the parameters given.
+    run, outcome = timed[0]
+    state = jax.device_put((outcome.params, outcome.opt_state), may_alias=False)  # it takes them
+    none = program.int32(0)
+    args = (*state, *run.data, run.hyper, run.key, none, none, outcome.stopper, ())
+    _, _, done, history, _ = run.compiled(*args)
+    names = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+    evaluated = [float(getattr(history, name)[0]) for name in names]
+    assert int(done) == 0 and np.isnan(history.train_loss[1])
+    np.testing.assert_allclose(evaluated, [every.history[n][-1] for n in names], rtol=1e-6)
 
 
 def test_early_stopping_does_not_depend_on_the_epochs_per_call(moons):
