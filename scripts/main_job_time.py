@@ -4,8 +4,10 @@ Each run is a fresh process writing a fresh `--output`. "cold" runs start with a
 compilation cache (a new `NNJAX_CACHE_DIR` each), "warm" runs share one the first warm run
 filled. For each, the script prints the median and range of the wall time, of the time outside
 training (the wall time minus the training wall time nnjax reports), and the number of XLA
-compilations of one run (`JAX_LOG_COMPILES`). The machine's load shows in the ranges: run it
-idle, and again busy, and report both.
+compilations of one run (`JAX_LOG_COMPILES`). Then `nnjax plot` of a run folder, end to end
+(warm), and a run's PNGs drawn in a fresh process on one thread, matplotlib's import included
+(what `nnjax train` spreads over a background thread and the end of the run). The machine's load
+shows in the ranges: run it idle, and again busy, and report both.
 
 Run it with `python scripts/main_job_time.py [--runs 5] [-- extra nnjax train options]`.
 """
@@ -20,10 +22,28 @@ import tempfile
 import time
 from pathlib import Path
 
+# Run in a fresh process: the PNGs of the run folder argv[1] into argv[2], and their seconds.
+PNGS = """
+import json, sys, time
+import numpy as np
+from nnjax import compilation_cache
+compilation_cache.use()
+history = json.load(open(sys.argv[1] + "/metrics.json"))["history"]
+labels = np.arange(360) % 10  # what is drawn, not what it shows, sets the time
+start = time.perf_counter()
+from nnjax import plotting
+plotting.plot_history(history, sys.argv[2] + "/history.png")
+plotting.plot_activations(sys.argv[2] + "/activations.png")
+plotting.plot_confusion_matrix(labels, labels[::-1], 10, sys.argv[2] + "/confusion_matrix.png")
+print(time.perf_counter() - start)
+"""
 
-def one_run(work: Path, cache: Path, extra: list[str], count: bool = False) -> tuple[float, float]:
+
+def one_run(
+    work: Path, cache: Path, extra: list[str], count: bool = False, output: Path | None = None
+) -> tuple[float, float]:
     """Wall seconds of one `nnjax train`, and its reported training wall time (or compilations)."""
-    output = Path(tempfile.mkdtemp(dir=work)) / "run"
+    output = output or Path(tempfile.mkdtemp(dir=work)) / "run"
     command = [sys.executable, "-m", "nnjax", "train", "--output", str(output)]  # with its bar
     env = (
         os.environ | {"NNJAX_CACHE_DIR": str(cache)} | ({"JAX_LOG_COMPILES": "1"} if count else {})
@@ -35,6 +55,17 @@ def one_run(work: Path, cache: Path, extra: list[str], count: bool = False) -> t
         return wall, float(done.stderr.count("Compiling "))
     training = float(re.search(r"wall time ([0-9.]+) s", done.stdout).group(1))
     return wall, training
+
+
+def timed(command: list[str], cache: Path) -> tuple[float, str]:
+    """Wall seconds of a command run with the compilation cache ``cache``, and its output."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=os.environ | {"NNJAX_CACHE_DIR": str(cache)}
+    )
+    if done.returncode:
+        raise SystemExit(done.stderr)
+    return time.perf_counter() - start, done.stdout
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -50,13 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(folder)
         # Cold: a cache folder of its own each time. Warm: one shared cache, filled once first.
         cold = [one_run(work, work / f"cold-{i}", args.extra) for i in range(args.runs)]
-        one_run(work, work / "warm", args.extra)
+        folder = work / "folder"
+        one_run(work, work / "warm", args.extra, output=folder)
         warm = [one_run(work, work / "warm", args.extra) for _ in range(args.runs)]
         _, compilations = one_run(work, work / "count", args.extra, count=True)
+        redraw = [sys.executable, "-m", "nnjax", "plot", str(folder)]
+        plot = [timed(redraw, work / "warm")[0] for _ in range(args.runs)]
+        draw = [sys.executable, "-c", PNGS, str(folder), str(folder)]
+        pngs = [float(timed(draw, work / "warm")[1]) for _ in range(args.runs)]
     for name, runs in (("cold", cold), ("warm", warm)):
         print(summary(f"{name}: end to end", [wall for wall, _ in runs]))
         print(summary(f"{name}: outside training", [wall - train for wall, train in runs]))
     print(f"XLA compilations in one cold run: {compilations:.0f}")
+    print(summary("nnjax plot: end to end", plot))
+    print(summary("a run's PNGs with matplotlib's import, on one thread", pngs))
     return 0
 
 
