@@ -112,6 +112,17 @@ def _add_train(commands: Any, error: Callable[[str], NoReturn]) -> None:
         "30s); SIGINT and SIGTERM save it too",
     )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cache_option(output)
+
+
+def _add_cache_option(group: Any) -> None:
+    group.add_argument(
+        "--no-compilation-cache",
+        dest="compilation_cache",
+        action="store_false",
+        help="compile afresh, without the persistent compilation cache (as "
+        "NNJAX_COMPILATION_CACHE=0; see nnjax.compilation_cache)",
+    )
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -152,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
         "\n\nexample:\n  nnjax plot runs/digits",
     )
     plot.add_argument("run", type=Path, help="a folder written by nnjax train")
+    _add_cache_option(plot)
     plot.set_defaults(handler=_plot)
     check = _subcommand(
         commands,
@@ -328,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``nnjax`` command line; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.handler in (_train, _plot):
-        compilation_cache.use()
+        if args.compilation_cache:
+            compilation_cache.use()
         run_plots.import_matplotlib()
     return args.handler(args)
 

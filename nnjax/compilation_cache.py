@@ -20,9 +20,9 @@ LIMIT_BYTES = 512 * 2**20
 def use() -> None:
     """Keeps compiled programs in the user's cache folder, so a second run skips compiling.
 
-    Off with ``NNJAX_COMPILATION_CACHE=0``. The folder is ``$NNJAX_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/nnjax`` or ``~/.cache/nnjax``, capped at 512 MiB; a folder that cannot be
-    created leaves the cache off, silently. Only the command line turns it on, never
+    Off with ``NNJAX_COMPILATION_CACHE=0`` (or the command's ``--no-compilation-cache``). The
+    folder is ``$NNJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/nnjax`` or ``~/.cache/nnjax``, capped
+    at 512 MiB; a folder that cannot be created leaves the cache off, silently. Only the command line turns it on, never
     ``import nnjax``.
     """
     if os.environ.get("NNJAX_COMPILATION_CACHE", "1") == "0":

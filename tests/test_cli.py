@@ -292,7 +292,7 @@ def test_a_write_that_fails_late_is_one_line_and_keeps_the_last_checkpoint(
 
 
 def test_the_command_line_keeps_compiled_programs_in_a_capped_cache_unless_turned_off(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     import jax
 
@@ -304,7 +304,10 @@ def test_the_command_line_keeps_compiled_programs_in_a_capped_cache_unless_turne
         compilation_cache.use()
         assert jax.config.jax_compilation_cache_dir == before["jax_compilation_cache_dir"]
         monkeypatch.setenv("NNJAX_COMPILATION_CACHE", "1")
-        compilation_cache.use()
+        missing = str(tmp_path / "missing")
+        assert cli.main(["plot", "--no-compilation-cache", missing]) == 2  # not a run folder
+        assert jax.config.jax_compilation_cache_dir == before["jax_compilation_cache_dir"]
+        assert cli.main(["plot", missing]) == 2
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
         assert jax.config.jax_compilation_cache_max_size == compilation_cache.LIMIT_BYTES == 2**29
     finally:
