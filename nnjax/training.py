@@ -246,6 +246,35 @@ def _layout(devices: int | str | None, batch_size: int) -> distributed.DataParal
     return layout
 
 
+def _optimizer_and_state(optimizer: Any, learning_rate: Any, opt_state: Any, params: Any) -> tuple:
+    """``train``'s optimizer (the default for None), checked with its learning rate, and the
+    state to start from (``opt_state``, or the optimizer's initial one)."""
+    optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    check_optimizer(optimizer, learning_rate)
+    if learning_rate is not None:
+        _validation.check_real("learning_rate", learning_rate)
+        _validation.check_positive("learning_rate", learning_rate)
+    if opt_state is None:
+        opt_state = steps.optimizer_at(optimizer, learning_rate).init(params)
+    return optimizer, opt_state
+
+
+def _program_layout(
+    n: int, batch_size: int, options: _Options, layout: distributed.DataParallel | None
+) -> dict[str, Any]:
+    """The ``ProgramConfig`` fields of the data's size, the batches and the epochs' options."""
+    return {
+        "num_batches": n // batch_size,
+        "batch_size": batch_size,
+        "max_epochs": MAX_EPOCHS_PER_CALL,
+        "vmapped": False,
+        "diagnostics_every": options.diagnostics_every,
+        "diagnostics_batch": min(n, _DIAGNOSTICS_BATCH),
+        "batch_sharding": None if layout is None else layout.batch,
+        "eval_every": options.eval_every,
+    }
+
+
 def _hyperparameters(learning_rate, l2, dropout_rate, params, dtype) -> steps.Hyperparameters:
     """The hyperparameters in the data's dtype, checked as the program will hold them."""
     _validation.check_in_range("l2", l2, low=0.0)
@@ -260,9 +289,13 @@ def _hyperparameters(learning_rate, l2, dropout_rate, params, dtype) -> steps.Hy
 
 
 def _result(
-    run: Run, options: _Options, outcome: Outcome, history: History, eval_seconds: float
+    run: Run, options: _Options, outcome: Outcome, history: History, time_evaluation: bool
 ) -> TrainResult:
     """The ``TrainResult`` of a run; with early stopping, of its best epoch."""
+    evaluations = len(outcome.history.get("train_loss", []))
+    eval_seconds = 0.0
+    if time_evaluation and evaluations:
+        eval_seconds = evaluations * evaluation_seconds(run, outcome)
     params, opt_state, stopper = outcome.params, outcome.opt_state, outcome.stopper
     model_state, seconds = outcome.model_state, outcome.seconds
     best_epoch = stopped_epoch = None
@@ -385,13 +418,7 @@ def train(
     keys = metrics.history_keys(model.loss, validation is not None)
     if early_stopping is not None:
         early_stopping = checked_rule(early_stopping, keys, options.eval_every)
-    optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
-    check_optimizer(optimizer, learning_rate)
-    if learning_rate is not None:
-        _validation.check_real("learning_rate", learning_rate)
-        _validation.check_positive("learning_rate", learning_rate)
-    if opt_state is None:
-        opt_state = steps.optimizer_at(optimizer, learning_rate).init(params)
+    optimizer, opt_state = _optimizer_and_state(optimizer, learning_rate, opt_state, params)
     batch_size = min(options.batch_size, data[0].shape[0])
     layout = _layout(devices, batch_size)
 
@@ -420,18 +447,11 @@ def train(
         grad=grad,
         use_l2=_validation.concrete_float(l2) != 0.0,
         use_dropout=_validation.concrete_float(dropout_rate) != 0.0,
-        num_batches=data[0].shape[0] // batch_size,
-        batch_size=batch_size,
         with_validation=validation is not None,
-        max_epochs=MAX_EPOCHS_PER_CALL,
-        vmapped=False,
-        diagnostics_every=options.diagnostics_every,
-        diagnostics_batch=min(data[0].shape[0], _DIAGNOSTICS_BATCH),
-        batch_sharding=None if layout is None else layout.batch,
         shuffle=shuffle,
-        eval_every=options.eval_every,
         early_stopping=early_stopping,
         timed_evaluation=time_evaluation,
+        **_program_layout(data[0].shape[0], batch_size, options, layout),
     )
     run = compile_run(config, state, data)
     if options.eval_every != 1:
@@ -443,8 +463,4 @@ def train(
         return {k: list(history.get(k, [])) for k in keys}
 
     outcome = run_chunks(run, options, callback, public)
-    evaluations = len(outcome.history.get("train_loss", []))
-    eval_seconds = 0.0
-    if time_evaluation and evaluations:
-        eval_seconds = evaluations * evaluation_seconds(run, outcome)
-    return _result(run, options, outcome, public(outcome.history), eval_seconds)
+    return _result(run, options, outcome, public(outcome.history), time_evaluation)
