@@ -322,6 +322,8 @@ def _report(trained: runs.Trained, written: folders.Written, folder: Path) -> in
 
 
 def _plot(args: argparse.Namespace) -> int:
+    if args.run.is_dir():
+        run_plots.import_matplotlib()  # while the run is loaded
     try:
         with folders.locked(args.run) if args.run.is_dir() else contextlib.nullcontext():
             paths = folders.redraw(args.run)
@@ -339,10 +341,8 @@ def _usage_error(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``nnjax`` command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.handler in (_train, _plot):
-        if args.compilation_cache:
-            compilation_cache.use()
-        run_plots.import_matplotlib()
+    if args.handler in (_train, _plot) and args.compilation_cache:
+        compilation_cache.use()
     return args.handler(args)
 
 

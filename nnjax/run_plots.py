@@ -117,14 +117,14 @@ def prepare(run: Run) -> None:
 
 def import_matplotlib() -> None:
     """Starts importing matplotlib (``nnjax.plotting``) in the background thread of ``prepare``,
-    for a command that will draw plots: it takes about 0.4 s, mostly while the main thread
-    waits for XLA."""
+    for a command that will draw plots before it has a run to prepare: it takes about 0.4 s,
+    mostly while the main thread waits for XLA."""
     _BACKGROUND.submit(importlib.import_module, "nnjax.plotting")
 
 
 def wait() -> None:
-    """Waits for ``prepare``'s background work to finish (and lets it start no more)."""
-    _BACKGROUND.shutdown(wait=True)
+    """Waits for the background work under way to finish; what has not started never will."""
+    _BACKGROUND.shutdown(wait=True, cancel_futures=True)
 
 
 def _draw_activations() -> bytes:
