@@ -120,8 +120,8 @@ def _add_cache_option(group: Any) -> None:
         "--no-compilation-cache",
         dest="compilation_cache",
         action="store_false",
-        help="compile afresh, without the persistent compilation cache (as "
-        "NNJAX_COMPILATION_CACHE=0; see nnjax.compilation_cache)",
+        help="compile afresh, without the persistent compilation cache (default: use it, in "
+        "$NNJAX_CACHE_DIR, else ~/.cache/nnjax; NNJAX_COMPILATION_CACHE=0 turns it off too)",
     )
 
 
