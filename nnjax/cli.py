@@ -121,7 +121,8 @@ def _add_cache_option(group: Any) -> None:
         dest="compilation_cache",
         action="store_false",
         help="compile afresh, without the persistent compilation cache (default: use it, in "
-        "$NNJAX_CACHE_DIR, else ~/.cache/nnjax; NNJAX_COMPILATION_CACHE=0 turns it off too)",
+        "$NNJAX_CACHE_DIR, else $XDG_CACHE_HOME/nnjax or ~/.cache/nnjax; "
+        "NNJAX_COMPILATION_CACHE=0 turns it off too)",
     )
 
 
