@@ -1,11 +1,12 @@
 """What a run's configuration determines, built for ``runs.Run`` in a few compiled programs.
 
 The seed's key splits in three (``run_data.run_keys``): the data and its split, the initial
-parameters, training. The data is read (``run_data.read``), then split and standardized (``run_data.split``) while a
-second thread initializes the dense network (``network.init_network``) and the optimizer's
-state; a ``--layers`` network (``run_model.build``) is initialized after the data, which it
-reshapes. Each step is one compiled program whose results are those of running it operation by
-operation (``_staging``), so a run starts from the same bits whichever way it is built.
+parameters, training. The data is read (``run_data.read``), then split and standardized
+(``run_data.split``, its key derived in the same program) while a second thread initializes the
+dense network (``network.init_network``), the optimizer's state and the training key; a
+``--layers`` network (``run_model.build``) is initialized after the data, which it reshapes.
+Each step is one compiled program whose results are those of running it operation by operation
+(``_staging``), so a run starts from the same bits whichever way it is built.
 """
 
 from __future__ import annotations
