@@ -78,7 +78,7 @@ def build(config: dict[str, Any], optimizer: Any) -> Setup:
     return Setup(config, data, scale, sizes, model, params, (), opt_state, train_key)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0, compiler_options=_staging.RUN_ONCE)
 def _optimizer_init(optimizer: Any, params: Any) -> Any:
     """``optimizer.init(params)`` in one compiled program."""
     return optimizer.init(params)
@@ -91,7 +91,7 @@ def _initial_params(seed: int, sizes: tuple[int, ...], init: str) -> network.Par
     return _staging.replay(lambda seed: layers(run_data.run_keys(seed)[1]), seed)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+@functools.partial(jax.jit, static_argnums=(1, 2, 3), compiler_options=_staging.RUN_ONCE)
 def _dense_start(seed: int, sizes: tuple[int, ...], init: str, optimizer: Any) -> tuple:
     """A dense network's initial parameters (``_initial_params``), the optimizer's state for
     them and the training key, in one compiled program."""

@@ -171,7 +171,7 @@ def load(config: dict[str, Any], seed: int) -> RunData:
     return RunData(*split(config, source, seed), source.sha256)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+@functools.partial(jax.jit, static_argnums=(3, 4, 5), compiler_options=_staging.RUN_ONCE)
 def _split_dataset(
     seed: int,
     x: np.ndarray | None,
