@@ -60,7 +60,6 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
@@ -389,7 +388,8 @@ def load_checkpoint(
     )
     header, arrays = _read(path, expected)
     params, opt_state, model_state, early_stopping = (
-        jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[k]) for k in keys])
+        # device_put: jnp.asarray would compile a program per leaf shape.
+        jax.tree_util.tree_unflatten(treedef, [jax.device_put(arrays[k]) for k in keys])
         for keys, treedef in trees
     )
     return Checkpoint(

@@ -16,6 +16,7 @@ from nnjax.gradcheck import tree_relative_error
 __all__ = [
     "PNG_SIGNATURE",
     "XOR_RUN",
+    "compile_count",
     "jit_unoptimized",
     "standard_promotion",
     "tree_relative_error",
@@ -62,3 +63,18 @@ def standard_promotion(
     return optax.GradientTransformation(
         standard(transformation.init), standard(transformation.update)
     )
+
+
+def compile_count(thunk):
+    """The number of XLA compilations ``thunk()`` runs."""
+    events = []
+
+    def listener(event, *_, **__):
+        events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        thunk()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return events.count("/jax/core/compile/backend_compile_duration")

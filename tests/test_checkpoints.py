@@ -29,7 +29,7 @@ from nnjax.checkpoints import (
     save_checkpoint,
 )
 
-from helpers import standard_promotion
+from helpers import compile_count, standard_promotion
 
 CONFIG = {"sizes": [4, 8, 3], "activation": "relu", "lr": 1e-3, "seed": 0, "note": None}
 
@@ -169,6 +169,25 @@ def test_shape_dtype_struct_templates(tmp_path):
     ckpt = load_checkpoint(path, params_like=like, opt_state_like=state_like)
     chex.assert_trees_all_equal(ckpt.params, params, strict=True)
     chex.assert_trees_all_equal(ckpt.opt_state, state, strict=True)
+
+
+def test_loading_compiles_nothing(tmp_path):
+    # Leaf shapes no other test uses: a program per leaf (as jnp.asarray compiles) would show.
+    path = tmp_path / "ckpt.safetensors"
+    params = {
+        "w": jnp.ones((7, 11)),
+        "n": jnp.arange(13, dtype=jnp.int32),
+        "flag": jnp.array([True, False, True]),
+    }
+    save_checkpoint(path, params=params, opt_state=optax.EmptyState(), config={}, epoch=0)
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    loaded = []
+
+    def load():
+        loaded.append(load_checkpoint(path, params_like=like, opt_state_like=optax.EmptyState()))
+
+    assert compile_count(load) == 0
+    chex.assert_trees_all_equal(loaded[0].params, params, strict=True)
 
 
 def test_file_is_plain_safetensors_with_readable_keys(tmp_path):

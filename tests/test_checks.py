@@ -6,6 +6,8 @@ import pytest
 
 from nnjax import checks, layercheck
 
+from helpers import compile_count
+
 
 def test_library_rows_for_activations_losses_and_optimizers_pass():
     rows = checks.run_checks(only=["_derivative", "vs optax"])
@@ -29,21 +31,6 @@ def test_backward_pass_checks(activation, loss, options):
     )
     assert report.passed, str(report)
     assert len(report.leaves) == 4
-
-
-def compile_count(thunk):
-    """The number of XLA compilations ``thunk()`` runs."""
-    events = []
-
-    def listener(event, *_, **__):
-        events.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        thunk()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    return events.count("/jax/core/compile/backend_compile_duration")
 
 
 def test_backward_pass_checks_of_one_configuration_share_their_compiled_programs():
