@@ -189,7 +189,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path: PathLike) -> Path
                 drawn.append(series[key])
         values = np.concatenate(drawn)
         if metric == "loss" and np.all(np.isfinite(values)) and np.all(values > 0):
-            ax.set_yscale("log")
+            _figures.log_scale(ax)
         if metric == "accuracy" and np.all((values >= 0) & (values <= 1)):
             ax.set_ylim(-0.02, 1.02)
         ax.set_title(title)
@@ -428,9 +428,9 @@ def plot_sweep(
     if diverged:
         ax.plot([], [], " ", label=f"{diverged} runs diverged (left out)")
     if log_x:
-        ax.set_xscale("log")
+        _figures.log_scale(ax, "x")
     if np.all(median > 0):
-        ax.set_yscale("log")
+        _figures.log_scale(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("final training loss")
     ax.set_title(f"Final loss against {xlabel}")
@@ -481,7 +481,7 @@ def plot_layer_history(
     for key, series, color in zip(keys, values, colors, strict=True):
         ax.plot(epochs, series, color=color, marker=".", label=f"layer {key.rsplit('layer', 1)[1]}")
     if log_y and all(np.all(v > 0) for v in values):
-        ax.set_yscale("log")
+        _figures.log_scale(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

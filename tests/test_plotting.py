@@ -16,7 +16,7 @@ import pytest
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from nnjax import plotting, run_plots
+from nnjax import _figures, plotting, run_plots
 
 from helpers import PNG_SIGNATURE
 
@@ -493,3 +493,22 @@ def test_history_evaluated_every_few_epochs_is_drawn_at_those_epochs(tmp_path):
     assert plotting.plot_history(history, tmp_path / "h.png").read_bytes()[:8] == PNG_SIGNATURE
     with pytest.raises(ValueError, match="eval_epoch has 1 epochs for 2 values"):
         plotting.plot_history({**history, "eval_epoch": [5]}, tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0.5, 0.02, 0.003], {"10⁻³", "10⁻²", "10⁻¹"}),  # decades
+        ([0.25, 0.3, 0.45], {"3×10⁻¹", "4×10⁻¹"}),  # within one: the minor ticks are labelled
+    ],
+)
+def test_log_axes_are_labelled_as_matplotlib_does_in_plain_text(values, expected) -> None:
+    fig = _figures.figure(4, 3)
+    ax = fig.subplots()
+    ax.plot(range(len(values)), values)
+    _figures.log_scale(ax)
+    _figures.png_bytes(fig)  # lays the ticks out
+    axis = ax.yaxis
+    labels = {tick.get_text() for tick in axis.get_ticklabels(minor=True) + axis.get_ticklabels()}
+    assert expected <= labels
+    assert not any("$" in label for label in labels)  # no mathtext
