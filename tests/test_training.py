@@ -1,5 +1,7 @@
 """Tests of nnjax.training: compiled epochs, manual vs autodiff, determinism, resume, targets."""
 
+import gc
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -219,6 +221,28 @@ def test_remainder_batches_and_full_batch(moons):
         assert len(result.history["train_loss"]) == 3
         # Optimizer steps: 2 batches of 4 per epoch (the remainder of 2 left out), or 1 of 10.
         assert int(result.opt_state.count) == 3 * (2 if batch_size == 4 else 1)
+
+
+def test_more_epochs_leave_no_more_cyclic_garbage(moons):
+    """The command line runs with Python's cyclic garbage collector off (``cli.run``): the host
+    loop between compiled calls must leave no reference cycles behind."""
+    data, init_key, train_key = moons
+    x, y = data.x_train[:10], data.y_train[:10]
+    params = nnjax.init_network(init_key, [2, 4, 2], "he")
+
+    def cycles(epochs):
+        gc.collect()
+        gc.disable()
+        try:
+            training.train(
+                params, x, y, epochs=epochs, batch_size=4, key=train_key, epochs_per_call=2
+            )
+            return gc.collect()
+        finally:
+            gc.enable()
+
+    cycles(2)  # compiles
+    assert cycles(40) <= cycles(2)  # 20 compiled calls, then 1
 
 
 def test_every_epoch_shuffles_with_a_key_folded_from_its_number(moons):
