@@ -10,70 +10,13 @@ matrix ``W`` is ``(n_out, n_in)`` and its bias ``b`` is ``(n_out,)``, as in the 
 ``Linear``; ``z = x @ W.T + b``. A network's parameters are a list of ``{"W", "b"}`` dicts.
 Randomness comes only from explicit ``jax.random`` keys.
 
-The formulas are re-exported here; every module is reachable as an attribute (``nnjax.training``,
-``nnjax.datasets``, ...), imported on first use, so ``import nnjax`` loads neither matplotlib,
-tqdm nor scikit-learn.
+The formulas are re-exported here, and every module is reachable as an attribute
+(``nnjax.training``, ``nnjax.datasets``, ...), each imported on first use: ``import nnjax``
+alone imports neither JAX, matplotlib, tqdm nor scikit-learn.
 """
 
 import importlib
 from typing import Any
-
-from nnjax.activations import (
-    ACTIVATIONS,
-    identity,
-    identity_derivative,
-    relu,
-    relu_derivative,
-    sigmoid,
-    sigmoid_derivative,
-    softmax,
-    tanh,
-    tanh_derivative,
-)
-from nnjax.convolution import Conv1D, Conv2D
-from nnjax.initializers import INITIALIZERS, he_init, xavier_init, xavier_uniform_init
-from nnjax.layers import Activation, Dense, Dropout, Flatten
-from nnjax.losses import (
-    binary_cross_entropy,
-    binary_cross_entropy_derivative,
-    binary_cross_entropy_with_logits,
-    binary_cross_entropy_with_logits_derivative,
-    mse_derivative,
-    mse_loss,
-    softmax_cross_entropy,
-    softmax_cross_entropy_derivative,
-)
-from nnjax.network import (
-    LOSSES,
-    OUTPUT_LOSSES,
-    DenseNetwork,
-    backward_pass,
-    forward_neuron,
-    forward_pass,
-    init_network,
-    network_loss,
-    predict,
-)
-from nnjax.normalization import BatchNorm, LayerNorm
-from nnjax.optimizers import (
-    OPTIMIZERS,
-    AdamState,
-    MomentumState,
-    SgdState,
-    adam,
-    classical_momentum,
-    momentum,
-    sgd,
-)
-from nnjax.pooling import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
-from nnjax.regularization import (
-    add_l2_penalty,
-    dropout_backward,
-    dropout_forward,
-    l2_regularization,
-    l2_regularization_gradient,
-)
-from nnjax.sequential import Residual, Sequential
 
 __version__ = "0.1.0"
 
@@ -122,76 +65,83 @@ SUBMODULES = (
 )
 """The public submodules, each an attribute of ``nnjax`` once first used (PEP 562)."""
 
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "activations": (
+        "ACTIVATIONS",
+        "identity",
+        "identity_derivative",
+        "relu",
+        "relu_derivative",
+        "sigmoid",
+        "sigmoid_derivative",
+        "softmax",
+        "tanh",
+        "tanh_derivative",
+    ),
+    "convolution": ("Conv1D", "Conv2D"),
+    "initializers": ("INITIALIZERS", "he_init", "xavier_init", "xavier_uniform_init"),
+    "layers": ("Activation", "Dense", "Dropout", "Flatten"),
+    "losses": (
+        "binary_cross_entropy",
+        "binary_cross_entropy_derivative",
+        "binary_cross_entropy_with_logits",
+        "binary_cross_entropy_with_logits_derivative",
+        "mse_derivative",
+        "mse_loss",
+        "softmax_cross_entropy",
+        "softmax_cross_entropy_derivative",
+    ),
+    "network": (
+        "LOSSES",
+        "OUTPUT_LOSSES",
+        "DenseNetwork",
+        "backward_pass",
+        "forward_neuron",
+        "forward_pass",
+        "init_network",
+        "network_loss",
+        "predict",
+    ),
+    "normalization": ("BatchNorm", "LayerNorm"),
+    "optimizers": (
+        "OPTIMIZERS",
+        "AdamState",
+        "MomentumState",
+        "SgdState",
+        "adam",
+        "classical_momentum",
+        "momentum",
+        "sgd",
+    ),
+    "pooling": ("AvgPool1D", "AvgPool2D", "MaxPool1D", "MaxPool2D"),
+    "regularization": (
+        "add_l2_penalty",
+        "dropout_backward",
+        "dropout_forward",
+        "l2_regularization",
+        "l2_regularization_gradient",
+    ),
+    "sequential": ("Residual", "Sequential"),
+}
+"""The formulas re-exported here, by the module that defines them: each is imported with its
+module on first use (PEP 562), so ``import nnjax`` imports nothing else, JAX included, until
+then."""
+
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
 
 def __getattr__(name: str) -> Any:
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f"nnjax.{_MODULE_OF[name]}"), name)
+        globals()[name] = value  # found directly from now on
+        return value
     if name in SUBMODULES:
         return importlib.import_module(f"nnjax.{name}")
     raise AttributeError(f"module 'nnjax' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *SUBMODULES})
+    return sorted({*globals(), *_MODULE_OF, *SUBMODULES})
 
 
-__all__ = [
-    "ACTIVATIONS",
-    "INITIALIZERS",
-    "LOSSES",
-    "OPTIMIZERS",
-    "OUTPUT_LOSSES",
-    "SUBMODULES",
-    "Activation",
-    "AdamState",
-    "AvgPool1D",
-    "AvgPool2D",
-    "BatchNorm",
-    "Conv1D",
-    "Conv2D",
-    "Dense",
-    "DenseNetwork",
-    "Dropout",
-    "Flatten",
-    "LayerNorm",
-    "MaxPool1D",
-    "MaxPool2D",
-    "MomentumState",
-    "Residual",
-    "Sequential",
-    "SgdState",
-    "__version__",
-    "adam",
-    "add_l2_penalty",
-    "backward_pass",
-    "binary_cross_entropy",
-    "binary_cross_entropy_derivative",
-    "binary_cross_entropy_with_logits",
-    "binary_cross_entropy_with_logits_derivative",
-    "classical_momentum",
-    "dropout_backward",
-    "dropout_forward",
-    "forward_neuron",
-    "forward_pass",
-    "he_init",
-    "identity",
-    "identity_derivative",
-    "init_network",
-    "l2_regularization",
-    "l2_regularization_gradient",
-    "momentum",
-    "mse_derivative",
-    "mse_loss",
-    "network_loss",
-    "predict",
-    "relu",
-    "relu_derivative",
-    "sgd",
-    "sigmoid",
-    "sigmoid_derivative",
-    "softmax",
-    "softmax_cross_entropy",
-    "softmax_cross_entropy_derivative",
-    "tanh",
-    "tanh_derivative",
-    "xavier_init",
-    "xavier_uniform_init",
-]
+__all__ = ["SUBMODULES", "__version__", *_MODULE_OF]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import gc
 import os
 import signal
 import sys
@@ -349,19 +348,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The ``nnjax`` command (and ``python -m nnjax``): ``main``, then a prompt exit.
+    """The ``nnjax`` command (and ``python -m nnjax``, through ``nnjax.__main__``): ``main``, then
+    a prompt exit.
 
     When ``main`` returns, every file it wrote is complete and closed. Python's teardown of JAX,
     XLA and matplotlib would then spend about 0.4 s freeing memory the exit frees anyway, so the
     process waits for its background work (``run_plots.wait``), runs the exit handlers (JAX's
     distributed shutdown among them), flushes its output and ends.
-
-    Python's cyclic garbage collector is off meanwhile: each of its full passes walks every
-    object JAX, XLA and matplotlib hold (about 0.2 s in all of a run). The cycles a command
-    leaves are those of its few traced programs (about 35,000 objects for ``nnjax train``),
-    however many epochs it trains; reference counting frees the rest as it goes.
     """
-    gc.disable()
     status = main()
     run_plots.wait()
     atexit._run_exitfuncs()  # what interpreter shutdown would run, without the rest of it

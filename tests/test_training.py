@@ -224,7 +224,7 @@ def test_remainder_batches_and_full_batch(moons):
 
 
 def test_more_epochs_leave_no_more_cyclic_garbage(moons):
-    """The command line runs with Python's cyclic garbage collector off (``cli.run``): the host
+    """The command line runs with Python's cyclic garbage collector off (``nnjax.__main__``): the host
     loop between compiled calls must leave no reference cycles behind."""
     data, init_key, train_key = moons
     x, y = data.x_train[:10], data.y_train[:10]
