@@ -65,69 +65,39 @@ SUBMODULES = (
 )
 """The public submodules, each an attribute of ``nnjax`` once first used (PEP 562)."""
 
-_EXPORTS: dict[str, tuple[str, ...]] = {
+_EXPORTS: dict[str, str] = {
     "activations": (
-        "ACTIVATIONS",
-        "identity",
-        "identity_derivative",
-        "relu",
-        "relu_derivative",
-        "sigmoid",
-        "sigmoid_derivative",
-        "softmax",
-        "tanh",
-        "tanh_derivative",
+        "ACTIVATIONS identity identity_derivative relu relu_derivative sigmoid sigmoid_derivative "
+        "softmax tanh tanh_derivative"
     ),
-    "convolution": ("Conv1D", "Conv2D"),
-    "initializers": ("INITIALIZERS", "he_init", "xavier_init", "xavier_uniform_init"),
-    "layers": ("Activation", "Dense", "Dropout", "Flatten"),
+    "convolution": "Conv1D Conv2D",
+    "initializers": "INITIALIZERS he_init xavier_init xavier_uniform_init",
+    "layers": "Activation Dense Dropout Flatten",
     "losses": (
-        "binary_cross_entropy",
-        "binary_cross_entropy_derivative",
-        "binary_cross_entropy_with_logits",
-        "binary_cross_entropy_with_logits_derivative",
-        "mse_derivative",
-        "mse_loss",
-        "softmax_cross_entropy",
-        "softmax_cross_entropy_derivative",
+        "binary_cross_entropy binary_cross_entropy_derivative binary_cross_entropy_with_logits "
+        "binary_cross_entropy_with_logits_derivative mse_derivative mse_loss "
+        "softmax_cross_entropy softmax_cross_entropy_derivative"
     ),
     "network": (
-        "LOSSES",
-        "OUTPUT_LOSSES",
-        "DenseNetwork",
-        "backward_pass",
-        "forward_neuron",
-        "forward_pass",
-        "init_network",
-        "network_loss",
-        "predict",
+        "LOSSES OUTPUT_LOSSES DenseNetwork backward_pass forward_neuron forward_pass init_network "
+        "network_loss predict"
     ),
-    "normalization": ("BatchNorm", "LayerNorm"),
+    "normalization": "BatchNorm LayerNorm",
     "optimizers": (
-        "OPTIMIZERS",
-        "AdamState",
-        "MomentumState",
-        "SgdState",
-        "adam",
-        "classical_momentum",
-        "momentum",
-        "sgd",
+        "OPTIMIZERS AdamState MomentumState SgdState adam classical_momentum momentum sgd"
     ),
-    "pooling": ("AvgPool1D", "AvgPool2D", "MaxPool1D", "MaxPool2D"),
+    "pooling": "AvgPool1D AvgPool2D MaxPool1D MaxPool2D",
     "regularization": (
-        "add_l2_penalty",
-        "dropout_backward",
-        "dropout_forward",
-        "l2_regularization",
-        "l2_regularization_gradient",
+        "add_l2_penalty dropout_backward dropout_forward l2_regularization "
+        "l2_regularization_gradient"
     ),
-    "sequential": ("Residual", "Sequential"),
+    "sequential": "Residual Sequential",
 }
-"""The formulas re-exported here, by the module that defines them: each is imported with its
-module on first use (PEP 562), so ``import nnjax`` imports nothing else, JAX included, until
-then."""
+"""The formulas re-exported here (their names, space-separated), by the module that defines
+them: each is imported with its module on first use (PEP 562), so ``import nnjax`` imports
+nothing else, JAX included, until then."""
 
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names.split()}
 
 
 def __getattr__(name: str) -> Any:
