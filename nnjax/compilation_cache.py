@@ -22,8 +22,8 @@ def use() -> None:
 
     Off with ``NNJAX_COMPILATION_CACHE=0`` (or the command's ``--no-compilation-cache``). The
     folder is ``$NNJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/nnjax`` or ``~/.cache/nnjax``, capped
-    at 512 MiB; a folder that cannot be created leaves the cache off, silently. Only the command line turns it on, never
-    ``import nnjax``.
+    at 512 MiB; a folder that cannot be created leaves the cache off, silently. Only the command
+    line turns it on, never ``import nnjax``.
     """
     if os.environ.get("NNJAX_COMPILATION_CACHE", "1") == "0":
         return
