@@ -5,8 +5,9 @@ compilation cache (a new `NNJAX_CACHE_DIR` each), "warm" runs share one the firs
 filled. For each, the script prints the median and range of the wall time, of the time outside
 training (the wall time minus the training wall time nnjax reports), and the number of XLA
 compilations of one run (`JAX_LOG_COMPILES`). Then `nnjax plot` of a run folder, end to end
-(warm), and a run's PNGs drawn in a fresh process on one thread, matplotlib's import included
-(what `nnjax train` spreads over a background thread and the end of the run). The machine's load
+(warm), and a run's PNGs drawn in a fresh process on one thread, matplotlib's import included,
+without the cyclic garbage collector as in the command (what `nnjax train` spreads over a
+background thread and the end of the run). The machine's load
 shows in the ranges: run it idle, and again busy, and report both.
 
 Run it with `python scripts/main_job_time.py [--runs 5] [-- extra nnjax train options]`.
@@ -22,8 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run in a fresh process: the PNGs of the run folder argv[1] into argv[2], and their seconds.
+# Run in a fresh process: the PNGs of the run folder argv[1] into argv[2], and their seconds,
+# without the cyclic garbage collector, as the nnjax command draws them (nnjax/__main__.py).
 PNGS = """
+import gc; gc.disable()
 import json, sys, time
 import numpy as np
 from nnjax import compilation_cache
