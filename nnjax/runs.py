@@ -415,6 +415,7 @@ def train(
             callback=callback,
             diagnostics_every=config["diagnostics"],
             devices=devices,
+            time_evaluation=True,  # steps per second of training alone
             **run_training.train_options(config, early_stopping_state),
         )
     close_bar()

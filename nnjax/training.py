@@ -405,7 +405,8 @@ def train(
         or ``TrainResult.early_stopping_state`` saved with a checkpoint); default a fresh one.
       time_evaluation: also time the evaluations, so that ``steps_per_second`` counts training
         alone (``TrainResult.eval_seconds``). The program then holds a second copy of the
-        evaluation, which it runs when called for no epoch: about a fifth more compile time.
+        evaluation, which it runs when called for no epoch: up to about 6% more compile time
+        (none measurable for the digits network, 6% for a 16-16 one on two moons).
 
     Returns:
       A ``TrainResult``.

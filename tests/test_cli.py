@@ -69,6 +69,7 @@ def test_train_writes_a_complete_run_folder_and_plot_redraws_it(tmp_path, capsys
     assert len(metrics["history"]["train_loss"]) == 2000
     assert {"jax", "nnjax", "optax"} <= set(metrics["versions"])
     assert metrics["steps_per_second"] > 0
+    assert metrics["eval_seconds"] > 0  # left out of the steps per second
     assert metrics["history"]["diagnostics_epoch"] == [500, 1000, 1500, 2000]
     pngs = {"history.png", "activations.png", "confusion_matrix.png", "decision_boundary.png"}
     pngs |= {"gradient_norms.png", "activation_std.png"}
