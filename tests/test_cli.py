@@ -28,7 +28,7 @@ def test_help_names_every_command_and_has_an_example(capsys):
 
 def test_unknown_command_exits_2():
     result = subprocess.run(
-        [sys.executable, "-m", "nnjax.cli", "fly"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "nnjax", "fly"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
@@ -167,7 +167,7 @@ def test_divergence_exits_1_and_keeps_the_last_completed_epoch(tmp_path, capsys)
 )
 def test_bad_options_fail_with_one_line_and_exit_2(options, message):
     result = subprocess.run(
-        [sys.executable, "-m", "nnjax.cli", "train", *options],
+        [sys.executable, "-m", "nnjax", "train", *options],
         capture_output=True,
         text=True,
         check=False,
@@ -193,7 +193,7 @@ def test_binary_loss_on_a_multiclass_dataset_is_a_usage_error(capsys):
 
 def test_train_help_is_complete():
     result = subprocess.run(
-        [sys.executable, "-m", "nnjax.cli", "train", "--help"],
+        [sys.executable, "-m", "nnjax", "train", "--help"],
         capture_output=True,
         text=True,
         check=True,
@@ -253,7 +253,7 @@ def test_sigint_saves_the_checkpoint_and_prints_the_command_that_resumes(tmp_pat
     import time
 
     folder = tmp_path / "long"
-    command = [sys.executable, "-m", "nnjax.cli", "train", *XOR_OPTIONS, "--epochs", "1000000"]
+    command = [sys.executable, "-m", "nnjax", "train", *XOR_OPTIONS, "--epochs", "1000000"]
     command += ["--checkpoint-every", "1", "--output", str(folder)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

@@ -315,7 +315,7 @@ def test_two_processes_of_nnjax_train_write_what_one_process_does(tmp_path):
     options = ["train", "--dataset", "moons", "--hidden", "8", "--epochs", "2", "--quiet"]
     address = f"127.0.0.1:{_free_port()}"
     commands = [
-        [sys.executable, "-m", "nnjax.cli", *options, "--output", str(tmp_path / folder), *extra]
+        [sys.executable, "-m", "nnjax", *options, "--output", str(tmp_path / folder), *extra]
         for folder, extra in [
             ("p0", ["--coordinator", address, "--num-processes", "2", "--process-id", "0"]),
             ("p1", ["--coordinator", address, "--num-processes", "2", "--process-id", "1"]),
@@ -406,7 +406,7 @@ def test_a_killed_process_ends_the_other_with_one_line_and_its_checkpoint_intact
     options = ["train", "--dataset", "xor", "--hidden", "8", "--epochs", "100000", "--quiet"]
     options += ["--checkpoint-every", "1", "--output", str(folder), "--num-processes", "2"]
     options += ["--coordinator", f"127.0.0.1:{_free_port()}"]
-    commands = [[sys.executable, "-m", "nnjax.cli", *options, "--process-id", i] for i in "01"]
+    commands = [[sys.executable, "-m", "nnjax", *options, "--process-id", i] for i in "01"]
     with _started(commands, [_environment(NNJAX_HEARTBEAT_TIMEOUT="30")] * 2) as processes:
         deadline = time.monotonic() + 120
         while not (folder / folders.CHECKPOINT).exists() and time.monotonic() < deadline:
