@@ -363,7 +363,3 @@ def run() -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(status)
-
-
-if __name__ == "__main__":
-    run()

@@ -7,8 +7,8 @@ training (the wall time minus the training wall time nnjax reports), and the num
 compilations of one run (`JAX_LOG_COMPILES`). Then `nnjax plot` of a run folder, end to end
 (warm), and a run's PNGs drawn in a fresh process on one thread, matplotlib's import included,
 without the cyclic garbage collector as in the command (what `nnjax train` spreads over a
-background thread and the end of the run). The machine's load
-shows in the ranges: run it idle, and again busy, and report both.
+background thread and the end of the run). The machine's load shows in the ranges: run it idle,
+and again busy, and report both.
 
 Run it with `python scripts/main_job_time.py [--runs 5] [-- extra nnjax train options]`.
 """
